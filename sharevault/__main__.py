@@ -1,0 +1,3 @@
+from sharevault.cli import main
+
+main()

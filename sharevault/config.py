@@ -1,0 +1,123 @@
+"""Settings: parsed once from the environment (prefix SHAREVAULT_) and passed down."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KEY_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and never echoes its value."""
+
+
+def parse_keyring(raw: str) -> list[tuple[str, bytes]]:
+    """Parse `kid:base64key,kid:base64key` into (key id, 32-byte key) pairs, first one current."""
+    keys: list[tuple[str, bytes]] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        kid, sep, encoded = item.partition(":")
+        if not sep or not kid or len(kid) > 64 or not kid.isascii() or not kid.isprintable():
+            raise ValueError("each entry must be <key id>:<base64 of 32 bytes>")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {kid!r} is not valid base64") from None
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"key {kid!r} must decode to {KEY_BYTES} bytes")
+        if any(kid == k for k, _ in keys):
+            raise ValueError(f"key id {kid!r} appears twice")
+        keys.append((kid, key))
+    if not keys:
+        raise ValueError("at least one key is required")
+    return keys
+
+
+class Settings(BaseSettings):
+    """Every knob of gateway and worker; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SHAREVAULT_", extra="ignore", frozen=True)
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/sharevault")
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # Every exchange and queue name starts with this: tests and tenants can share a broker.
+    amqp_prefix: str = Field(default="sharevault", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    webhook_root: str = Field(default="/webhook", pattern=r"^(/[A-Za-z0-9_.\-]+)*$")
+    client_root: str = Field(default="/portal", pattern=r"^(/[A-Za-z0-9_.\-]+)*$")
+    webhook_secret: SecretStr
+    webhook_secret_previous: SecretStr | None = None
+    encryption_keys: Annotated[SecretStr, NoDecode]
+    portal_api_url: str = "https://api.portalhq.io"
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    publish_timeout: float = Field(default=2.0, gt=0, le=8)
+    # How long /backup waits for the worker's commit before answering 2xx anyway (still durable).
+    commit_wait: float = Field(default=5.0, ge=0, le=8)
+    db_pool_size: int = Field(default=8, ge=1)
+
+    worker_prefetch: int = Field(default=256, ge=2)
+    worker_batch_size: int = Field(default=128, ge=1)
+    worker_linger_ms: float = Field(default=2.0, ge=0)
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _keyring_parses(cls, value: SecretStr) -> SecretStr:
+        parse_keyring(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def keyring(self) -> list[tuple[str, bytes]]:
+        return parse_keyring(self.encryption_keys.get_secret_value())
+
+    @property
+    def webhook_secrets(self) -> list[bytes]:
+        secrets = [self.webhook_secret.get_secret_value().encode()]
+        if self.webhook_secret_previous is not None:
+            secrets.append(self.webhook_secret_previous.get_secret_value().encode())
+        return secrets
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming each bad setting, with pydantic's reason but never the value."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        name = "SHAREVAULT_" + "_".join(str(p) for p in err["loc"]).upper()
+        reason = "is required" if err["type"] == "missing" else err["msg"]
+        parts.append(f"{name} {reason}")
+    return "configuration error: " + "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; raise ConfigError with a safe one-line message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc)) from None
+
+
+def mask_url(url: SecretStr) -> str:
+    """A DSN fit for a log line: the password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.get_secret_value())
+    if parts.password is None:
+        return parts.geturl()
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

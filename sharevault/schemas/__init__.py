@@ -1,0 +1,22 @@
+"""Pydantic models at the edges: HTTP bodies, the queue message, Portal's API."""
+
+from sharevault.schemas.common import UNKNOWN_METHOD
+from sharevault.schemas.errors import ErrorBody, ErrorDetail
+from sharevault.schemas.message import ShareMessage
+from sharevault.schemas.webhook import (
+    AcceptedAnswer,
+    WebhookBackup,
+    WebhookFetch,
+    WebhookFetchAnswer,
+)
+
+__all__ = [
+    "UNKNOWN_METHOD",
+    "AcceptedAnswer",
+    "ErrorBody",
+    "ErrorDetail",
+    "ShareMessage",
+    "WebhookBackup",
+    "WebhookFetch",
+    "WebhookFetchAnswer",
+]

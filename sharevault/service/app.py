@@ -1,0 +1,49 @@
+"""The gateway's application factory: builds without I/O; resources live in cleanup contexts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from sharevault.broker import Broker
+from sharevault.config import Settings
+from sharevault.crypto import Keyring
+from sharevault.service import health, webhooks
+from sharevault.service.clock import VersionClock
+from sharevault.service.commits import CommitWaiter
+from sharevault.service.errors import error_middleware
+from sharevault.service.keys import BROKER, CLOCK, KEYRING, SETTINGS, STORE, WAITER
+from sharevault.store import CommitListener, open_store
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    dsn = settings.database_url.get_secret_value()
+    async with open_store(dsn, size=settings.db_pool_size, min_size=0) as store:
+        app[STORE] = store
+        waiter = CommitWaiter(store)
+        app[WAITER] = waiter
+        async with CommitListener(dsn, waiter.on_committed, waiter.recheck_all):
+            yield
+
+
+async def _broker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with Broker(
+        settings.amqp_url.get_secret_value(), settings.amqp_prefix, name="sharevault-gateway"
+    ) as broker:
+        app[BROKER] = broker
+        yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Routes, middleware and resource contexts; nothing connects until the app starts."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[KEYRING] = Keyring(settings.keyring)
+    app[CLOCK] = VersionClock()
+    app.cleanup_ctx.extend([_database, _broker])
+    health.add_routes(app)
+    webhooks.add_routes(app, settings.webhook_root)
+    return app

@@ -1,0 +1,41 @@
+"""Reading a JSON body into a pydantic model, with the 4xx each failure deserves."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from sharevault.service.errors import ApiError
+from sharevault.service.keys import SETTINGS
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """Field paths and reasons, never the offending values (they may be shares)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False)[:10]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    """415 unless JSON, 413 when too large, 400 when not JSON, 422 when it breaks the schema."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "body_too_large", f"body exceeds {limit} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "body_too_large", "body is too large") from None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise ApiError(400, "malformed_json", "body is not valid JSON") from None
+        raise ApiError(422, "invalid_body", describe_validation(exc)) from None

@@ -1,0 +1,81 @@
+"""Read-your-writes: wait until the worker has committed (or superseded) a published message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from sharevault.crypto import Identity
+from sharevault.store import TRANSIENT_ERRORS, Store
+
+log = logging.getLogger(__name__)
+
+RECHECK_EVERY = 1.0
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[None]
+    identity: Identity
+    version: tuple[int, str]
+
+
+class CommitWaiter:
+    """Futures by message id, woken by commit notices and confirmed against the table."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: dict[str, _Pending] = {}
+
+    def expect(self, message_id: str, identity: Identity, version: int) -> None:
+        """Register before publishing, so that a fast commit notice cannot be missed."""
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[message_id] = _Pending(fut, identity, (version, message_id))
+
+    def forget(self, message_id: str) -> None:
+        self._pending.pop(message_id, None)
+
+    def on_committed(self, message_ids: list[str]) -> None:
+        for message_id in message_ids:
+            pending = self._pending.get(message_id)
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(None)
+
+    async def _settled_in_table(self, pending: _Pending) -> bool:
+        try:
+            stored = await self._store.stored_version(pending.identity)
+        except TRANSIENT_ERRORS:
+            return False
+        return stored is not None and stored >= pending.version
+
+    async def recheck_all(self) -> None:
+        """After the listener reconnects: notices may have been missed while it was away."""
+        for message_id, pending in list(self._pending.items()):
+            if not pending.future.done() and await self._settled_in_table(pending):
+                self.on_committed([message_id])
+
+    async def wait(self, message_id: str, budget: float) -> bool:
+        """True once committed or superseded; False when the budget runs out first."""
+        pending = self._pending.get(message_id)
+        if pending is None:
+            return False
+        deadline = time.monotonic() + budget
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return await self._settled_in_table(pending)
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(pending.future), min(remaining, RECHECK_EVERY)
+                )
+                return True
+            except TimeoutError:
+                # A notice can be lost (listener reconnecting): the table has the last word.
+                if await self._settled_in_table(pending):
+                    return True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,19 @@
+"""Typed application keys, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from sharevault.broker import Broker
+from sharevault.config import Settings
+from sharevault.crypto import Keyring
+from sharevault.service.clock import VersionClock
+from sharevault.service.commits import CommitWaiter
+from sharevault.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYRING = web.AppKey("keyring", Keyring)
+STORE = web.AppKey("store", Store)
+BROKER = web.AppKey("broker", Broker)
+WAITER = web.AppKey("waiter", CommitWaiter)
+CLOCK = web.AppKey("clock", VersionClock)

@@ -1,0 +1,56 @@
+"""Portal's custodian webhooks: `POST {root}/backup` and `{root}/backup/fetch` (contract §1)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from sharevault.crypto import DecryptError, Identity
+from sharevault.schemas import WebhookBackup, WebhookFetch
+from sharevault.service.auth import require_webhook_secret
+from sharevault.service.bodies import read_model
+from sharevault.service.ingest import accept_share
+from sharevault.service.keys import KEYRING, STORE
+
+log = logging.getLogger(__name__)
+
+CUSTODIAN = "custodian"
+
+
+async def backup(request: web.Request) -> web.Response:
+    """Store a custodian share; 200 only after the broker confirmed it (and, in budget, commit)."""
+    require_webhook_secret(request)
+    body = await read_model(request, WebhookBackup)
+    identity = Identity(CUSTODIAN, body.client_id, body.backup_method, body.backup_share_pair_id)
+    answer = await accept_share(request.app, identity, body.share_text.encode())
+    return web.json_response(text=answer.model_dump_json(by_alias=True))
+
+
+async def backup_fetch(request: web.Request) -> web.Response:
+    """Every stored custodian share of the client, newest first, exactly as Portal sent it."""
+    require_webhook_secret(request)
+    body = await read_model(request, WebhookFetch)
+    keyring = request.app[KEYRING]
+    shares: list[str] = []
+    for stored in await request.app[STORE].client_shares(CUSTODIAN, body.client_id):
+        identity = Identity(CUSTODIAN, body.client_id, stored.backup_method, stored.pair_id)
+        try:
+            shares.append(keyring.open(stored.sealed, identity).decode())
+        except DecryptError:
+            # Never serve what does not authenticate; say so loudly, without the data.
+            log.error(
+                "stored share failed to decrypt: client %s method %s (message %s)",
+                body.client_id,
+                stored.backup_method,
+                stored.message_id,
+            )
+    answer: dict[str, object] = {"backupShares": shares}
+    if shares:
+        answer["backupShare"] = shares[0]
+    return web.json_response(answer)
+
+
+def add_routes(app: web.Application, root: str) -> None:
+    app.router.add_post(f"{root}/backup", backup)
+    app.router.add_post(f"{root}/backup/fetch", backup_fetch)

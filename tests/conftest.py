@@ -1,0 +1,158 @@
+"""Fixtures against the real PostgreSQL and RabbitMQ: a template database per run, a fresh
+database and uniquely prefixed queues per test."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from sharevault.broker import Topology, delete_topology
+from sharevault.config import Settings, load_settings
+from sharevault.service import create_app
+from sharevault.store import migrate
+from sharevault.worker import run_worker
+
+PG_ADMIN = os.environ.get("SHAREVAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("SHAREVAULT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+SAMPLES = Path(__file__).parent / "samples"
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+PREVIOUS_SECRET = "test-previous-secret-9876543210"
+KEY_A = base64.b64encode(b"A" * 32).decode()
+KEY_B = base64.b64encode(b"B" * 32).decode()
+
+
+def dsn_for(name: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    """Migrated once per run; every test copies it."""
+    name = f"sv_tpl_{os.getpid()}"
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    asyncio.run(_admin(f"CREATE DATABASE {name}"))
+    asyncio.run(migrate(dsn_for(name)))
+    yield name
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def database_url(template_db: str) -> Iterator[str]:
+    name = f"sv_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f"CREATE DATABASE {name} TEMPLATE {template_db}"))
+    yield dsn_for(name)
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def amqp_prefix() -> Iterator[str]:
+    prefix = f"svtest.{uuid.uuid4().hex[:12]}"
+    yield prefix
+    asyncio.run(delete_topology(AMQP_URL, Topology(prefix)))
+
+
+@pytest.fixture
+def settings_factory(database_url: str, amqp_prefix: str) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": database_url,
+            "amqp_url": AMQP_URL,
+            "amqp_prefix": amqp_prefix,
+            "webhook_secret": WEBHOOK_SECRET,
+            "webhook_secret_previous": PREVIOUS_SECRET,
+            "encryption_keys": f"ka:{KEY_A},kb:{KEY_B}",
+            "portal_api_url": "http://127.0.0.1:9",
+            "commit_wait": 5.0,
+            "max_body_bytes": 256 * 1024,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+
+@pytest.fixture
+async def gateway_factory(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    settings: Settings,
+) -> GatewayFactory:
+    async def make(custom: Settings | None = None) -> TestClient:  # type: ignore[type-arg]
+        from sharevault.service.keys import BROKER
+
+        client = await aiohttp_client(create_app(custom or settings))
+        await client.app[BROKER].wait_ready(10)
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> TestClient:  # type: ignore[type-arg]
+    return await gateway_factory()
+
+
+class WorkerHandle:
+    """An in-process worker task that the test can stop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_worker(settings, self.stop))
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+@pytest.fixture
+async def worker_factory(settings: Settings) -> AsyncIterator[Callable[..., WorkerHandle]]:
+    handles: list[WorkerHandle] = []
+
+    def start(custom: Settings | None = None) -> WorkerHandle:
+        handle = WorkerHandle(custom or settings)
+        handles.append(handle)
+        return handle
+
+    yield start
+    for handle in handles:
+        if not handle.task.done():
+            await handle.close()
+
+
+@pytest.fixture
+async def worker(worker_factory: Callable[..., WorkerHandle]) -> WorkerHandle:
+    return worker_factory()
+
+
+def secret_headers(secret: str = WEBHOOK_SECRET) -> dict[str, str]:
+    return {"X-Webhook-Secret": secret, "Content-Type": "application/json"}
