@@ -43,7 +43,9 @@ def parse_keyring(raw: str) -> list[tuple[str, bytes]]:
 class Settings(BaseSettings):
     """Every knob of gateway and worker; nothing else reads the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="SHAREVAULT_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SHAREVAULT_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/sharevault")
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")

@@ -14,11 +14,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from sharevault.broker import Topology, delete_topology
+from sharevault.broker import Broker, Topology, delete_topology
 from sharevault.config import Settings, load_settings
+from sharevault.crypto import Identity, Keyring
+from sharevault.schemas import ShareMessage
 from sharevault.service import create_app
 from sharevault.store import migrate
-from sharevault.worker import run_worker
+from sharevault.worker import ShareWorker, open_worker
 
 PG_ADMIN = os.environ.get("SHAREVAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("SHAREVAULT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
@@ -123,11 +125,25 @@ async def gateway(gateway_factory: GatewayFactory) -> TestClient:  # type: ignor
 
 
 class WorkerHandle:
-    """An in-process worker task that the test can stop."""
+    """An in-process worker task that the test can stop, with its counters in reach."""
 
     def __init__(self, settings: Settings) -> None:
         self.stop = asyncio.Event()
-        self.task = asyncio.create_task(run_worker(settings, self.stop))
+        self.worker: ShareWorker | None = None
+        self.task = asyncio.create_task(self._run(settings))
+
+    async def _run(self, settings: Settings) -> None:
+        async with open_worker(settings) as worker:
+            self.worker = worker
+            await worker.run(self.stop)
+
+    @property
+    def acked(self) -> int:
+        return self.worker.acked if self.worker else 0
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.worker.dead_lettered if self.worker else 0
 
     async def close(self) -> None:
         self.stop.set()
@@ -156,3 +172,23 @@ async def worker(worker_factory: Callable[..., WorkerHandle]) -> WorkerHandle:
 
 def secret_headers(secret: str = WEBHOOK_SECRET) -> dict[str, str]:
     return {"X-Webhook-Secret": secret, "Content-Type": "application/json"}
+
+
+def seal_message(
+    settings: Settings, identity: Identity, share: bytes, version: int
+) -> ShareMessage:
+    """A queue message exactly as the gateway would publish it."""
+    return ShareMessage.build(
+        message_id=uuid.uuid4().hex,
+        version=version,
+        identity=identity,
+        sealed=Keyring(settings.keyring).seal(share, identity),
+    )
+
+
+@pytest.fixture
+async def publisher(settings: Settings) -> AsyncIterator[Broker]:
+    """A confirming publisher on the test's topology, as a second gateway would be."""
+    async with Broker(settings.amqp_url.get_secret_value(), settings.amqp_prefix) as broker:
+        await broker.wait_ready(10)
+        yield broker

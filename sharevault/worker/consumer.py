@@ -43,9 +43,15 @@ class ShareWorker:
         self._broker = broker
         self._keyring = keyring
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self.stored = 0
+        # Counters for logs, tests and (later) metrics.
+        self.acked = 0
+        self.applied = 0
+        self.dead_lettered = 0
+        self.redelivered = 0
 
     async def _receive(self, delivery: AbstractIncomingMessage) -> None:
+        if delivery.redelivered:
+            self.redelivered += 1
         await self._inbox.put(delivery)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -65,7 +71,12 @@ class ShareWorker:
                 await self._process(self._take_ready(self._settings.worker_batch_size), stop)
         finally:
             await consumer.close()
-        log.info("worker stopped after storing %d messages", self.stored)
+        log.info(
+            "worker stopped: %d acked, %d applied, %d dead-lettered",
+            self.acked,
+            self.applied,
+            self.dead_lettered,
+        )
 
     def _take_ready(self, limit: int) -> list[AbstractIncomingMessage]:
         batch: list[AbstractIncomingMessage] = []
@@ -140,10 +151,10 @@ class ShareWorker:
         """Upsert the batch, retrying transient failures with growing delays while we hold it."""
         rows = [d.row for d in decoded]
         try:
-            await self._store.upsert_batch(rows)
+            applied = await self._store.upsert_batch(rows)
         except TRANSIENT_ERRORS:
             try:
-                await self._retry_upsert(rows, stop)
+                applied = await self._retry_upsert(rows, stop)
             except TRANSIENT_ERRORS:
                 # Stopping while the database is down: hand the messages back to the broker.
                 for d in decoded:
@@ -151,9 +162,10 @@ class ShareWorker:
                 return
         for d in decoded:
             await _settle(d.delivery.ack())
-        self.stored += len(decoded)
+        self.acked += len(decoded)
+        self.applied += len(applied)
 
-    async def _retry_upsert(self, rows: list[SealedRow], stop: asyncio.Event) -> None:
+    async def _retry_upsert(self, rows: list[SealedRow], stop: asyncio.Event) -> set[str]:
         """Hold the batch (no redelivery churn) and retry with growing, jittered delays."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(TRANSIENT_ERRORS),
@@ -163,8 +175,9 @@ class ShareWorker:
             reraise=True,
         ):
             with attempt:
-                await self._store.upsert_batch(rows)
+                applied = await self._store.upsert_batch(rows)
         log.info("database back; stored %d held messages", len(rows))
+        return applied
 
     async def _dead_letter(self, delivery: AbstractIncomingMessage, reason: str) -> None:
         """Park a message that can never succeed, with the reason in its headers."""
@@ -185,6 +198,7 @@ class ShareWorker:
             return
         log.error("message %s dead-lettered: %s", delivery.message_id, reason)
         await _settle(delivery.ack())
+        self.dead_lettered += 1
 
 
 def _log_holding(count: int) -> Callable[[RetryCallState], None]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sharevault.broker import Broker
 from sharevault.config import Settings, mask_url
@@ -15,13 +17,9 @@ from sharevault.worker.consumer import ShareWorker
 log = logging.getLogger(__name__)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run one worker until `stop` is set (by default: until SIGTERM or SIGINT)."""
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+@asynccontextmanager
+async def open_worker(settings: Settings) -> AsyncIterator[ShareWorker]:
+    """A worker with its own pool and broker connection, closed with the block."""
     log.info("worker starting: database %s", mask_url(settings.database_url))
     async with (
         open_store(settings.database_url.get_secret_value(), size=2, min_size=0) as store,
@@ -29,4 +27,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             settings.amqp_url.get_secret_value(), settings.amqp_prefix, name="sharevault-worker"
         ) as broker,
     ):
-        await ShareWorker(settings, store, broker, Keyring(settings.keyring)).run(stop)
+        yield ShareWorker(settings, store, broker, Keyring(settings.keyring))
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run one worker until `stop` is set (by default: until SIGTERM or SIGINT)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    async with open_worker(settings) as worker:
+        await worker.run(stop)

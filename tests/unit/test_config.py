@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import SecretStr
+
+from sharevault.config import ConfigError, load_settings, mask_url, parse_keyring
+
+GOOD_KEYS = "k1:" + base64.b64encode(bytes(range(32))).decode()
+SECRET = "a-very-long-webhook-secret-value"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SHAREVAULT_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_work_on_a_developer_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHAREVAULT_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("SHAREVAULT_ENCRYPTION_KEYS", GOOD_KEYS)
+    settings = load_settings()
+    assert settings.http_port == 8080
+    assert settings.webhook_root == "/webhook"
+    assert settings.webhook_secrets == [SECRET.encode()]
+    assert settings.keyring == parse_keyring(GOOD_KEYS)
+
+
+def test_missing_required_settings_are_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "SHAREVAULT_WEBHOOK_SECRET is required" in message
+    assert "SHAREVAULT_ENCRYPTION_KEYS is required" in message
+    assert "\n" not in message
+
+
+def test_malformed_values_are_named_but_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad_keys = "k1:" + base64.b64encode(b"sixteen-byte-key").decode()
+    monkeypatch.setenv("SHAREVAULT_WEBHOOK_SECRET", "short-secret")
+    monkeypatch.setenv("SHAREVAULT_ENCRYPTION_KEYS", bad_keys)
+    monkeypatch.setenv("SHAREVAULT_HTTP_PORT", "not-a-port")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    for name in ("WEBHOOK_SECRET", "ENCRYPTION_KEYS", "HTTP_PORT"):
+        assert f"SHAREVAULT_{name}" in message
+    assert "short-secret" not in message
+    assert bad_keys.split(":")[1] not in message
+
+
+def test_mask_url_hides_the_password() -> None:
+    masked = mask_url(SecretStr("postgresql://user:hunter2@db:5432/sv"))
+    assert masked == "postgresql://user:***@db:5432/sv"
+    assert mask_url(SecretStr("postgresql://u@db/sv")) == "postgresql://u@db/sv"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SHAREVAULT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sharevault", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_keys_generate_prints_only_the_value() -> None:
+    result = run_cli("keys", "generate")
+    assert result.returncode == 0
+    [line] = result.stdout.splitlines()
+    assert len(parse_keyring(line)) == 1
+
+
+def test_serve_without_settings_stops_with_one_clear_line() -> None:
+    result = run_cli("serve", env={"SHAREVAULT_ENCRYPTION_KEYS": GOOD_KEYS})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: SHAREVAULT_WEBHOOK_SECRET is required"
+    ]
+    assert GOOD_KEYS.split(":")[1] not in result.stderr
