@@ -192,3 +192,18 @@ async def publisher(settings: Settings) -> AsyncIterator[Broker]:
     async with Broker(settings.amqp_url.get_secret_value(), settings.amqp_prefix) as broker:
         await broker.wait_ready(10)
         yield broker
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a `sharevault` subprocess needs to share this test's database and queues."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SHAREVAULT_")}
+    return {
+        **base,
+        "SHAREVAULT_DATABASE_URL": settings.database_url.get_secret_value(),
+        "SHAREVAULT_AMQP_URL": settings.amqp_url.get_secret_value(),
+        "SHAREVAULT_AMQP_PREFIX": settings.amqp_prefix,
+        "SHAREVAULT_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
+        "SHAREVAULT_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "SHAREVAULT_PORTAL_API_URL": settings.portal_api_url,
+        **extra,
+    }

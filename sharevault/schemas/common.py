@@ -15,15 +15,16 @@ BackupMethod = Annotated[str, StringConstraints(min_length=1, max_length=64, pat
 PairIdStr = Annotated[str, StringConstraints(max_length=255, pattern=r"^[!-~]*$")]
 
 
-def _none_to(default: str) -> Any:
+def _none_to(default: str, constrained: Any) -> Any:
     def convert(value: Any) -> Any:
         return default if value is None else value
 
-    return BeforeValidator(convert)
+    # The published schema says what senders may send: the string, or null.
+    return BeforeValidator(convert, json_schema_input_type=constrained | None)
 
 
 # Legacy senders omit the method or send null: stored under UNKNOWN.
-MethodOrUnknown = Annotated[BackupMethod, _none_to(UNKNOWN_METHOD)]
+MethodOrUnknown = Annotated[BackupMethod, _none_to(UNKNOWN_METHOD, BackupMethod)]
 # Legacy senders omit the pair id or send null: stored as '' (no pair).
-PairId = Annotated[PairIdStr, _none_to("")]
+PairId = Annotated[PairIdStr, _none_to("", PairIdStr)]
 ShareText = Annotated[str, Field(min_length=1, max_length=MAX_SHARE_CHARS)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,6 +15,9 @@ from sharevault.schemas.common import (
     PairId,
     ShareText,
 )
+
+
+ShareObject = Annotated[dict[str, Any], Field(min_length=1)]
 
 
 def share_object_text(value: dict[str, Any]) -> str:
@@ -31,14 +34,12 @@ class WebhookBackup(BaseModel):
     backup_method: MethodOrUnknown = Field(default=UNKNOWN_METHOD, alias="backupMethod")
     backup_share_pair_id: PairId = Field(default="", alias="backupSharePairId")
     # Opaque JSON text, stored byte for byte; legacy senders send an object instead.
-    share: ShareText | dict[str, Any]
+    share: ShareText | ShareObject
 
     @field_validator("share")
     @classmethod
     def _object_fits(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
         if isinstance(value, dict):
-            if not value:
-                raise ValueError("share object must not be empty")
             if len(share_object_text(value)) > MAX_SHARE_CHARS:
                 raise ValueError(f"share must be at most {MAX_SHARE_CHARS} characters")
         return value

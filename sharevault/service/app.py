@@ -9,7 +9,7 @@ from aiohttp import web
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
-from sharevault.service import health, webhooks
+from sharevault.service import docs, health, openapi, webhooks
 from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
 from sharevault.service.errors import error_middleware
@@ -46,4 +46,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_database, _broker])
     health.add_routes(app)
     webhooks.add_routes(app, settings.webhook_root)
+    openapi.add_routes(
+        app, openapi.health_operations() + openapi.webhook_operations(settings.webhook_root)
+    )
+    docs.add_routes(app)
     return app

@@ -64,7 +64,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
+        # 405 must keep its Allow header (RFC 9110).
+        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return error_response(exc.status, code, exc.reason, kept)
     except BrokerUnavailable:
         log.warning("broker unavailable for %s %s", request.method, request.path)
         exc503 = unavailable("broker_unavailable", "the queue did not confirm; retry shortly")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import signal
 import subprocess
 import sys
@@ -20,21 +19,9 @@ from sharevault.broker import SHARE_KEY, Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.service import create_app
-from tests.conftest import AMQP_URL, WorkerHandle, seal_message, secret_headers
+from tests.conftest import AMQP_URL, WorkerHandle, process_env, seal_message, secret_headers
 
 pytestmark = pytest.mark.slow
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SHAREVAULT_")}
-    return {
-        **base,
-        "SHAREVAULT_DATABASE_URL": settings.database_url.get_secret_value(),
-        "SHAREVAULT_AMQP_URL": settings.amqp_url.get_secret_value(),
-        "SHAREVAULT_AMQP_PREFIX": settings.amqp_prefix,
-        "SHAREVAULT_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
-        "SHAREVAULT_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
-    }
 
 
 @pytest.fixture
@@ -44,7 +31,7 @@ def spawn_worker(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[b
     def spawn() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sharevault", "work"],
-            env=worker_env(settings),
+            env=process_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

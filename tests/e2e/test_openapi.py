@@ -1,0 +1,117 @@
+"""The published OpenAPI description, the /docs page, and schemathesis fuzzing the live gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient
+from openapi_spec_validator import validate
+
+from sharevault.config import Settings
+from tests.conftest import WorkerHandle, process_env
+
+FUZZ_CASES = 1000
+
+
+async def test_openapi_document_is_valid_and_covers_every_route(
+    gateway: TestClient,  # type: ignore[type-arg]
+) -> None:
+    resp = await gateway.get("/openapi.json")
+    assert resp.status == 200
+    spec = await resp.json()
+    validate(spec)
+    assert spec["openapi"].startswith("3.1")
+    assert {"/webhook/backup", "/webhook/backup/fetch", "/healthz", "/readyz"} <= set(spec["paths"])
+    backup = spec["paths"]["/webhook/backup"]["post"]
+    assert {"200", "400", "401", "413", "415", "422", "503"} <= set(backup["responses"])
+
+
+async def test_docs_page_renders_swagger_ui(gateway: TestClient) -> None:  # type: ignore[type-arg]
+    page = await gateway.get("/docs/")
+    assert page.status == 200
+    html = await page.text()
+    assert "/openapi.json" in html and "swagger-ui-bundle.js" in html
+    asset = await gateway.get("/docs/swagger-ui-bundle.js")
+    assert asset.status == 200
+    assert len(await asset.read()) > 100_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def live_gateway(settings: Settings) -> AsyncIterator[str]:
+    """`sharevault serve` as a real process on a free port."""
+    port = free_port()
+    env = process_env(settings, SHAREVAULT_HTTP_PORT=str(port), SHAREVAULT_COMMIT_WAIT="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sharevault", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"{url}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def run_schemathesis(url: str, report: Path, *args: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--generation-database",
+        "none",
+        "--no-color",
+        "--report",
+        "json",
+        "--report-json-path",
+        str(report),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    result: dict[str, Any] = json.loads(report.read_text())
+    assert proc.returncode == 0, out.decode()[-4000:]
+    return result
+
+
+async def test_fuzzing_finds_no_5xx_and_no_spec_violation(
+    live_gateway: str,
+    worker: WorkerHandle,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    secret = settings.webhook_secret.get_secret_value()
+    with_secret = await run_schemathesis(
+        live_gateway, tmp_path / "auth.json", "-n", "300", "-H", f"X-Webhook-Secret: {secret}"
+    )
+    without = await run_schemathesis(live_gateway, tmp_path / "anon.json", "-n", "200")
+    cases = [r["test_cases"]["generated"] for r in (with_secret, without)]
+    assert sum(cases) >= FUZZ_CASES, cases
+    for result in (with_secret, without):
+        assert result["failures"] == [] and result["errors"] == []
+    assert worker.acked > 0, "valid generated shares should have been stored"
