@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KEY_BYTES = 32
@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     webhook_secret_previous: SecretStr | None = None
     encryption_keys: Annotated[SecretStr, NoDecode]
     portal_api_url: str = "https://api.portalhq.io"
+    # Webhook callers allowed (e.g. Portal's egress IPs), comma-separated CIDRs; empty: any.
+    allowed_ips: Annotated[list[IPvAnyNetwork], NoDecode] = []
+    # Proxies whose X-Forwarded-For is believed, comma-separated CIDRs.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = []
+    # The custodian API key: only `register-webhook` needs it.
+    portal_api_key: SecretStr | None = None
+    portal_timeout: float = Field(default=5.0, gt=0, le=60)
+    # How Portal learns a client share is stored: v3 needs a pair id (v2 otherwise); off: never.
+    portal_report_api: Literal["v3", "v2", "off"] = "v3"
+    # How long a bearer proven against Portal stays trusted (keyed by its hash, never the token).
+    client_auth_ttl: float = Field(default=30.0, ge=0, le=3600)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     publish_timeout: float = Field(default=2.0, gt=0, le=8)
@@ -69,6 +80,20 @@ class Settings(BaseSettings):
     worker_prefetch: int = Field(default=256, ge=2)
     worker_batch_size: int = Field(default=128, ge=1)
     worker_linger_ms: float = Field(default=2.0, ge=0)
+
+    # Report-back outbox (in the worker): polling, retry schedule, and when to give up.
+    outbox_poll_interval: float = Field(default=1.0, gt=0)
+    outbox_batch_size: int = Field(default=32, ge=1, le=1000)
+    outbox_backoff_initial: float = Field(default=1.0, gt=0)
+    outbox_backoff_max: float = Field(default=300.0, gt=0)
+    outbox_horizon: float = Field(default=86400.0, gt=0)
+
+    @field_validator("allowed_ips", "trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("encryption_keys")
     @classmethod

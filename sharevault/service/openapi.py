@@ -19,6 +19,7 @@ REF = "#/components/schemas/{model}"
 ERRORS = {
     "400": "Body is not valid JSON",
     "401": "Missing or wrong credentials",
+    "403": "Caller not allowed (address allowlist, or another client's data)",
     "413": "Body too large",
     "415": "Content-Type is not application/json",
     "422": "Body breaks the schema",
@@ -90,7 +91,7 @@ def _components(models: list[type[BaseModel]]) -> dict[str, Any]:
 
 
 def webhook_operations(root: str) -> list[Operation]:
-    write_errors = ("400", "401", "413", "415", "422", "503")
+    write_errors = ("400", "401", "403", "413", "415", "422", "503")
     return [
         Operation(
             "post",

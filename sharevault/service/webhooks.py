@@ -11,6 +11,7 @@ from sharevault.schemas import WebhookBackup, WebhookFetch
 from sharevault.service.auth import require_webhook_secret
 from sharevault.service.bodies import read_model
 from sharevault.service.ingest import accept_share
+from sharevault.service.ipfilter import require_allowed_ip
 from sharevault.service.keys import KEYRING, STORE
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ CUSTODIAN = "custodian"
 
 async def backup(request: web.Request) -> web.Response:
     """Store a custodian share; 200 only after the broker confirmed it (and, in budget, commit)."""
+    require_allowed_ip(request)
     require_webhook_secret(request)
     body = await read_model(request, WebhookBackup)
     identity = Identity(CUSTODIAN, body.client_id, body.backup_method, body.backup_share_pair_id)
@@ -29,6 +31,7 @@ async def backup(request: web.Request) -> web.Response:
 
 async def backup_fetch(request: web.Request) -> web.Response:
     """Every stored custodian share of the client, newest first, exactly as Portal sent it."""
+    require_allowed_ip(request)
     require_webhook_secret(request)
     body = await read_model(request, WebhookFetch)
     keyring = request.app[KEYRING]
