@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,6 +23,8 @@ from sharevault.service import create_app
 from sharevault.store import migrate
 from sharevault.worker import ShareWorker, open_worker
 
+pytest_plugins = ["tests.leakcheck"]
+
 PG_ADMIN = os.environ.get("SHAREVAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("SHAREVAULT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 SAMPLES = Path(__file__).parent / "samples"
@@ -29,6 +32,21 @@ WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 PREVIOUS_SECRET = "test-previous-secret-9876543210"
 KEY_A = base64.b64encode(b"A" * 32).decode()
 KEY_B = base64.b64encode(b"B" * 32).decode()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _register_sensitive_values() -> None:
+    """What the leak check (tests/leakcheck.py) must never find in any log."""
+    from tests.leakcheck import sensitive
+
+    sensitive(WEBHOOK_SECRET, PREVIOUS_SECRET, KEY_A, KEY_B)
+    for sample in SAMPLES.glob("*.json"):
+        # A run from the middle of every sample share and cipher text.
+        for value in json.loads(sample.read_text()).values():
+            if isinstance(value, str) and len(value) > 200:
+                sensitive(value[100:164])
+            elif isinstance(value, dict) and "p" in value:
+                sensitive(str(value["p"])[:64])
 
 
 def dsn_for(name: str) -> str:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import aio_pika
 import asyncpg
@@ -20,6 +20,7 @@ from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.service import create_app
 from tests.conftest import AMQP_URL, WorkerHandle, process_env, seal_message, secret_headers
+from tests.leakcheck import subprocess_log
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +28,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def spawn_worker(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
 
     def spawn() -> subprocess.Popen[bytes]:
+        log = subprocess_log("worker")
+        logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "sharevault", "work"],
             env=process_env(settings),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         procs.append(proc)
         return proc
@@ -43,8 +47,8 @@ def spawn_worker(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[b
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    for log in logs:
+        log.close()
 
 
 async def poll(check: Callable[[], Any], timeout: float = 30) -> Any:

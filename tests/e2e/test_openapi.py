@@ -17,6 +17,7 @@ from openapi_spec_validator import validate
 
 from sharevault.config import Settings
 from tests.conftest import WorkerHandle, process_env
+from tests.leakcheck import subprocess_log
 
 FUZZ_CASES = 1000
 
@@ -55,8 +56,9 @@ async def live_gateway(settings: Settings) -> AsyncIterator[str]:
     """`sharevault serve` as a real process on a free port."""
     port = free_port()
     env = process_env(settings, SHAREVAULT_HTTP_PORT=str(port), SHAREVAULT_COMMIT_WAIT="1")
+    log = subprocess_log("gateway")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sharevault", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
+        sys.executable, "-m", "sharevault", "serve", env=env, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -73,6 +75,7 @@ async def live_gateway(settings: Settings) -> AsyncIterator[str]:
     finally:
         proc.terminate()
         await proc.wait()
+        log.close()
 
 
 async def run_schemathesis(url: str, report: Path, *args: str) -> dict[str, Any]:
