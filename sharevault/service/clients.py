@@ -1,0 +1,98 @@
+"""Client backup shares: `POST`/`GET {client_root}/clients/{clientId}/backup` (contract §2)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from sharevault.crypto import DecryptError, Identity
+from sharevault.schemas import UNKNOWN_METHOD, ClientBackup, ClientBackupAnswer, ClientBackupQuery
+from sharevault.schemas.common import ClientId
+from sharevault.service.bodies import describe_validation, read_model
+from sharevault.service.errors import ApiError
+from sharevault.service.ingest import accept_share
+from sharevault.service.keys import CLIENT_AUTH, KEYRING, SETTINGS, STORE
+from sharevault.store import StoredShare
+
+log = logging.getLogger(__name__)
+
+CLIENT = "client"
+_CLIENT_ID: TypeAdapter[str] = TypeAdapter(ClientId)
+
+
+def path_client_id(request: web.Request) -> str:
+    """`{clientId}` from the path, held to the same rule as a body's clientId."""
+    try:
+        return _CLIENT_ID.validate_python(request.match_info["clientId"])
+    except ValidationError:
+        raise ApiError(
+            422, "invalid_client_id", "clientId must be 1-255 printable ASCII characters"
+        ) from None
+
+
+def report_api_for(setting: str, pair_id: str) -> str | None:
+    """Which Portal report follows the store: v3 needs a pair id, v2 does with the method."""
+    if setting == "off":
+        return None
+    return "v3" if setting == "v3" and pair_id else "v2"
+
+
+def lookup_order(
+    shares: list[StoredShare], backup_method: str | None, pair_id: str | None
+) -> list[StoredShare]:
+    """PortalEx's order: by pair id if given, else by method (UNKNOWN if none); then UNKNOWN."""
+    if pair_id:
+        first = [s for s in shares if s.pair_id == pair_id]
+    else:
+        method = backup_method or UNKNOWN_METHOD
+        first = [s for s in shares if s.backup_method == method]
+    legacy = [s for s in shares if s.backup_method == UNKNOWN_METHOD and s not in first]
+    return first + legacy
+
+
+async def backup(request: web.Request) -> web.Response:
+    """Store the caller's client backup share; 200 once durable, saying committed or queued."""
+    client_id = path_client_id(request)
+    bearer = await request.app[CLIENT_AUTH].authenticate(request, client_id)
+    body = await read_model(request, ClientBackup)
+    identity = Identity(CLIENT, client_id, body.backup_method, body.backup_share_pair_id)
+    report_api = report_api_for(request.app[SETTINGS].portal_report_api, identity.pair_id)
+    answer = await accept_share(
+        request.app, identity, body.share_text.encode(), report_api=report_api, bearer=bearer
+    )
+    return web.json_response(text=answer.model_dump_json(by_alias=True))
+
+
+async def get_backup(request: web.Request) -> web.Response:
+    """The caller's client backup share for recovery, or 404 when none matches."""
+    client_id = path_client_id(request)
+    await request.app[CLIENT_AUTH].authenticate(request, client_id)
+    try:
+        query = ClientBackupQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_query", describe_validation(exc)) from None
+    shares = await request.app[STORE].client_shares(CLIENT, client_id)
+    keyring = request.app[KEYRING]
+    for stored in lookup_order(shares, query.backup_method, query.backup_share_pair_id):
+        identity = Identity(CLIENT, client_id, stored.backup_method, stored.pair_id)
+        try:
+            text = keyring.open(stored.sealed, identity).decode()
+        except DecryptError:
+            # Never serve what does not authenticate; say so loudly, without the data.
+            log.error(
+                "stored client share failed to decrypt: client %s method %s (message %s)",
+                client_id,
+                stored.backup_method,
+                stored.message_id,
+            )
+            continue
+        answer = ClientBackupAnswer(cipherText=text)
+        return web.json_response(text=answer.model_dump_json(by_alias=True))
+    raise ApiError(404, "not_found", "no client backup share matches")
+
+
+def add_routes(app: web.Application, root: str) -> None:
+    app.router.add_post(f"{root}/clients/{{clientId}}/backup", backup)
+    app.router.add_get(f"{root}/clients/{{clientId}}/backup", get_backup)

@@ -1,0 +1,157 @@
+"""Report-back sender: tells Portal which client shares are stored, from the outbox, retrying."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sharevault.config import Settings
+from sharevault.crypto import DecryptError, Keyring
+from sharevault.portal import PortalClient, PortalRejected, PortalUnavailable
+from sharevault.schemas import bearer_identity
+from sharevault.store import TRANSIENT_ERRORS, OutboxOutcome, OutboxRow, Store
+
+log = logging.getLogger(__name__)
+
+_JITTER = random.SystemRandom()
+# Many rows told "Retry-After: n" at once should not all come back in the same instant.
+RETRY_AFTER_SPREAD = 0.1
+
+
+def backoff(attempts: int, initial: float, cap: float) -> float:
+    """Exponential delay after `attempts` failures, with equal jitter (half fixed, half random)."""
+    delay = min(cap, initial * 2.0 ** min(attempts, 40))
+    return delay / 2 + _JITTER.uniform(0, delay / 2)
+
+
+class OutboxSender:
+    """Claims due reports (SKIP LOCKED), sends them, records each outcome in the row."""
+
+    def __init__(
+        self, settings: Settings, store: Store, keyring: Keyring, portal: PortalClient
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._keyring = keyring
+        self._portal = portal
+        # Counters for logs, tests and (later) metrics.
+        self.sent = 0
+        self.retried = 0
+        self.failed = 0
+        self.expired = 0
+        # True while reports are on the wire: stopping then waits for Portal's answers.
+        self.sending = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send due reports until `stop` is set; the batch in hand is finished, not dropped."""
+        limit = self._settings.outbox_batch_size
+        while not stop.is_set():
+            try:
+                handled = await self._store.process_outbox(limit, self._send_all)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("outbox: database unavailable (%s)", type(exc).__name__)
+                handled = 0
+            except Exception:
+                # Keep reporting alive whatever one round hit; rows stay pending and are retried.
+                log.exception("outbox: unexpected error")
+                handled = 0
+            if handled < limit:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._settings.outbox_poll_interval)
+
+    async def _send_all(self, rows: list[OutboxRow]) -> list[OutboxOutcome]:
+        self.sending = True
+        try:
+            return list(await asyncio.gather(*(self._send_one(row) for row in rows)))
+        finally:
+            self.sending = False
+
+    async def _send_one(self, row: OutboxRow) -> OutboxOutcome:
+        try:
+            bearer = self._open_bearer(row)
+        except DecryptError:
+            self.failed += 1
+            log.error("outbox: bearer of message %s does not decrypt", row.message_id)
+            return OutboxOutcome(row.id, "failed", reason="bearer_undecryptable")
+        identity = row.identity
+        try:
+            if row.report_api == "v3" and identity.pair_id:
+                status = await self._portal.report_stored_v3(bearer, [identity.pair_id])
+            else:
+                status = await self._portal.report_stored_v2(bearer, identity.backup_method)
+        except PortalRejected as exc:
+            self.failed += 1
+            log.warning("outbox: Portal refused report of message %s: %s", row.message_id, exc)
+            return OutboxOutcome(row.id, "failed", http_status=exc.status, reason=exc.reason)
+        except PortalUnavailable as exc:
+            return self._later(row, exc)
+        self.sent += 1
+        log.info("outbox: reported message %s (client %s)", row.message_id, identity.client_id)
+        return OutboxOutcome(row.id, "sent", http_status=status)
+
+    def _open_bearer(self, row: OutboxRow) -> str:
+        if row.bearer_sealed is None:
+            raise DecryptError("no bearer")
+        return self._keyring.open(row.bearer_sealed, bearer_identity(row.identity)).decode()
+
+    def _later(self, row: OutboxRow, exc: PortalUnavailable) -> OutboxOutcome:
+        """Reschedule: Portal's Retry-After when it gave one, else backoff; or give up."""
+        settings = self._settings
+        if exc.retry_after is not None:
+            delay = exc.retry_after * (1 + _JITTER.uniform(0, RETRY_AFTER_SPREAD))
+        else:
+            delay = backoff(
+                row.attempts, settings.outbox_backoff_initial, settings.outbox_backoff_max
+            )
+        if row.age + delay > settings.outbox_horizon:
+            self.expired += 1
+            reason = (
+                f"gave up after {row.attempts + 1} attempts over {row.age:.0f}s"
+                f" (horizon {settings.outbox_horizon:.0f}s); last: {exc.reason}"
+            )
+            log.error("outbox: report of message %s expired: %s", row.message_id, reason)
+            return OutboxOutcome(row.id, "expired", http_status=exc.status, reason=reason)
+        self.retried += 1
+        log.warning(
+            "outbox: report of message %s failed (%s); retrying in %.1fs",
+            row.message_id,
+            exc,
+            delay,
+        )
+        return OutboxOutcome(
+            row.id, "pending", delay=delay, http_status=exc.status, reason=exc.reason
+        )
+
+
+@asynccontextmanager
+async def running_outbox(
+    settings: Settings, store: Store, keyring: Keyring
+) -> AsyncIterator[OutboxSender]:
+    """The sender as a background task for the life of the block."""
+    async with PortalClient(settings.portal_api_url, timeout=settings.portal_timeout) as portal:
+        sender = OutboxSender(settings, store, keyring, portal)
+        stop = asyncio.Event()
+        task = asyncio.create_task(sender.run(stop), name="outbox-sender")
+        try:
+            yield sender
+        finally:
+            stop.set()
+            # Reports on the wire get one Portal timeout to be answered and recorded; otherwise
+            # (e.g. waiting for a database that is down) there is nothing worth waiting for:
+            # a cancelled round rolls back and its rows stay pending.
+            grace = settings.portal_timeout + 1 if sender.sending else 1.0
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if not done:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.info(
+                "outbox sender stopped: %d sent, %d retried, %d failed, %d expired",
+                sender.sent,
+                sender.retried,
+                sender.failed,
+                sender.expired,
+            )

@@ -1,0 +1,64 @@
+"""Shared pieces of the client-share and report-back tests: tokens, fast settings, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from sharevault.config import Settings
+from sharevault.testing import FakePortal
+
+PORTAL_API_KEY = "test-custodian-api-key-5f1d0c9e7a"
+TOKEN_A = "client-a-session-token-6b2e9d4f1a8c"
+TOKEN_B = "client-b-session-token-0c7f3a5e2d91"
+CLIENT_A = "clA0000000000000000000001"
+CLIENT_B = "clB0000000000000000000002"
+SENSITIVE = (PORTAL_API_KEY, TOKEN_A, TOKEN_B)
+# Retries fast enough for tests; the schedule's shape is what is under test, not its size.
+FAST = {
+    "outbox_poll_interval": 0.05,
+    "outbox_backoff_initial": 0.05,
+    "outbox_backoff_max": 0.3,
+    "portal_timeout": 3.0,
+}
+
+
+def portal_settings(
+    settings_factory: Callable[..., Settings], fake: FakePortal, **overrides: Any
+) -> Settings:
+    """Settings pointing at the fake Portal, with a fast outbox."""
+    return settings_factory(**{"portal_api_url": fake.url, **FAST, **overrides})
+
+
+def register_clients(fake: FakePortal) -> None:
+    fake.add_client(TOKEN_A, CLIENT_A)
+    fake.add_client(TOKEN_B, CLIENT_B)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `python -m sharevault work` subprocess for these settings."""
+    from tests.conftest import process_env
+
+    names = (*FAST, "outbox_horizon")
+    return process_env(
+        settings, **{f"SHAREVAULT_{n.upper()}": str(getattr(settings, n)) for n in names}
+    )
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll until `check()` (sync or async) is truthy; fail the test after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
