@@ -1,0 +1,273 @@
+"""`sharevault dlq …` and `sharevault replay`: click commands (heavy imports stay lazy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from sharevault.config import ConfigError, Settings, load_settings
+from sharevault.ops.times import parse_time, show
+
+if TYPE_CHECKING:
+    from sharevault.ops.dlq import Action, DeadLetter, Selection, Sweep
+
+T = TypeVar("T")
+
+
+class TimeParam(click.ParamType[Any, datetime]):
+    """An ISO 8601 time or an age (15m, 2h, 3d ago), as an aware UTC datetime."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIME = TimeParam()
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; a broker that is not there ends the command with one clear line."""
+    from sharevault.broker import BrokerUnavailable
+
+    try:
+        return asyncio.run(work())
+    except BrokerUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--client", "clients", multiple=True, help="Only this client id (repeat)."),
+        click.option("--reason", "reasons", multiple=True, help="Only this reason (repeat)."),
+        click.option("--id", "message_ids", multiple=True, help="Only this message id (repeat)."),
+        click.option("--since", type=TIME, help="Last failure at or after (ISO time or 2h)."),
+        click.option("--until", type=TIME, help="Last failure at or before (ISO time or 2h)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _selection(**given: Any) -> Selection:
+    from sharevault.ops.dlq import Selection
+
+    return Selection(
+        clients=frozenset(given.get("clients") or ()),
+        reasons=frozenset(given.get("reasons") or ()),
+        message_ids=frozenset(given.get("message_ids") or ()),
+        since=given.get("since"),
+        until=given.get("until"),
+    )
+
+
+def _sweep(selection: Selection, action: Action) -> Sweep:
+    from sharevault.broker import Broker
+    from sharevault.ops.dlq import sweep
+
+    settings = _settings()
+
+    async def go() -> Sweep:
+        async with Broker.from_settings(settings, name="sharevault-dlq", robust=False) as broker:
+            return await sweep(broker, selection, action, timeout=settings.publish_timeout)
+
+    result = _run(go)
+    if not result.complete:
+        click.echo(
+            f"warning: the DLQ changed during the pass ({result.seen} of {result.total} "
+            "messages seen); nothing was lost, run the command again",
+            err=True,
+        )
+    return result
+
+
+@click.group()
+def dlq() -> None:
+    """The dead-letter queue: messages that cannot be stored, with the reason why."""
+
+
+@dlq.command("list")
+@_filters
+@click.option("--limit", default=50, show_default=True, help="Messages to list one by one.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dlq_list(limit: int, as_json: bool, **given: Any) -> None:
+    """Counts by reason, then the selected messages (never their content)."""
+    from sharevault.ops.dlq import Action
+
+    result = _sweep(_selection(**given), Action.KEEP)
+    selected = Counter(letter.reason for letter in result.matched)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "total": result.total,
+                    "selected": len(result.matched),
+                    "by_reason": dict(selected),
+                    "messages": [m.as_json() for m in result.matched[:limit]],
+                }
+            )
+        )
+        return
+    click.echo(f"{result.total} dead letters, {len(result.matched)} selected")
+    for reason, count in selected.most_common():
+        click.echo(f"  {reason:<28} {count:>8}")
+    if result.matched and limit:
+        click.echo(f"\n{'message id':<34} {'reason':<22} {'client':<26} {'tries':>5}  last failure")
+        for letter in result.matched[:limit]:
+            click.echo(_line(letter))
+
+
+def _line(letter: DeadLetter) -> str:
+    client = letter.client_id or "?"
+    return (
+        f"{letter.message_id:<34} {letter.reason:<22} {client:<26} {letter.attempts:>5}"
+        f"  {show(letter.last_failure)}"
+    )
+
+
+@dlq.command("show")
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dlq_show(message_id: str, as_json: bool) -> None:
+    """Everything known about one dead letter: headers and identity, never the share."""
+    from sharevault.ops.dlq import Action
+
+    result = _sweep(_selection(message_ids=[message_id]), Action.KEEP)
+    if not result.matched:
+        click.echo(f"no dead letter with id {message_id}", err=True)
+        sys.exit(1)
+    for letter in result.matched:
+        data = letter.as_json()
+        if as_json:
+            click.echo(json.dumps(data))
+            continue
+        for key, value in data.items():
+            click.echo(f"{key:>14}: {'-' if value is None else value}")
+
+
+@dlq.command("replay")
+@_filters
+def dlq_replay(**given: Any) -> None:
+    """Put the selected dead letters back on the work path (the backlog queue), idempotently."""
+    from sharevault.ops.dlq import Action
+
+    result = _sweep(_selection(**given), Action.REPLAY)
+    replayed = result.done[Action.REPLAY]
+    click.echo(f"replayed {replayed} of {result.total} dead letters to the backlog queue")
+
+
+@dlq.command("purge")
+@_filters
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(yes: bool, **given: Any) -> None:
+    """Delete the selected dead letters for good (asks first unless --yes)."""
+    from sharevault.ops.dlq import Action
+
+    selection = _selection(**given)
+    if not yes:
+        preview = _sweep(selection, Action.KEEP)
+        if not preview.matched:
+            click.echo("nothing to purge")
+            return
+        reasons = Counter(letter.reason for letter in preview.matched)
+        listed = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+        click.confirm(f"purge {len(preview.matched)} dead letters ({listed})?", abort=True)
+        # Only what was shown: a message that arrived since then is not purged unseen.
+        ids = frozenset(letter.message_id for letter in preview.matched)
+        selection = _selection(**{**given, "message_ids": ids})
+    result = _sweep(selection, Action.DROP)
+    click.echo(f"purged {result.done[Action.DROP]} of {result.total} dead letters")
+
+
+@click.command()
+@click.option("--since", type=TIME, required=True, help="Versions from (ISO time or age: 2h).")
+@click.option("--until", type=TIME, help="Versions up to (default: now).")
+@click.option("--client", help="Only this client id.")
+@click.option("--batch-size", default=500, show_default=True, help="Rows per transaction.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay(
+    since: datetime, until: datetime | None, client: str | None, batch_size: int, as_json: bool
+) -> None:
+    """Re-feed storage from the ingest journal; replaying twice changes nothing."""
+    from sharevault.broker import Broker
+    from sharevault.crypto import Keyring
+    from sharevault.ops.replay import ReplayRange, ReplaySummary, replay_journal
+    from sharevault.store import open_store
+
+    settings = _settings()
+    bar = _Bar()
+
+    async def go() -> ReplaySummary:
+        dsn = settings.database_url.get_secret_value()
+        async with (
+            Broker.from_settings(settings, name="sharevault-replay", robust=False) as broker,
+            open_store(dsn, size=2) as store,
+        ):
+            selection = ReplayRange(since, until, client)
+            keyring = Keyring(settings.keyring)
+            return await replay_journal(
+                broker, store, keyring, selection, bar, batch_size=batch_size
+            )
+
+    try:
+        summary = _run(go)
+    finally:
+        bar.close()
+    data = {
+        "read": summary.read,
+        "applied": summary.applied,
+        "already_current": summary.current,
+        "skipped": summary.skipped,
+        "not_selected": summary.not_selected,
+    }
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(
+        f"journal replayed from {show(since)}: {summary.read} read, {summary.applied} applied, "
+        f"{summary.current} already current, {summary.skipped} skipped (cannot be opened), "
+        f"{summary.not_selected} not selected"
+    )
+
+
+class _Bar:
+    """click's progress bar on stderr, opened once the journal says how much there is."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        self._bar = click.progressbar(length=total, label="replaying", file=sys.stderr)
+        self._bar.__enter__()
+
+    def advance(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None

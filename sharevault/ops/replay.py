@@ -1,0 +1,148 @@
+"""`sharevault replay`: re-feed storage from the ingest journal (a RabbitMQ stream)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from aio_pika.abc import AbstractIncomingMessage, FieldValue
+from pydantic import ValidationError
+
+from sharevault.broker import Broker, BrokerUnavailable, Deliveries
+from sharevault.crypto import DecryptError, Keyring
+from sharevault.ops.times import to_micros
+from sharevault.store import SealedRow, Store
+from sharevault.worker.decode import open_message
+
+MARKER = "x-sharevault-marker"
+OFFSET = "x-stream-offset"
+# A stream hands out deliveries only as credit allows: this many in flight.
+PREFETCH = 1000
+# Silence this long means the journal has nothing more for us (the end marker should come first).
+IDLE_WAIT = 30.0
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+
+@dataclass
+class ReplaySummary:
+    """Read = applied + already current + skipped + not selected."""
+
+    read: int = 0
+    applied: int = 0
+    current: int = 0
+    skipped: int = 0
+    not_selected: int = 0
+    first_version: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplayRange:
+    since: datetime
+    until: datetime | None = None
+    client: str | None = None
+
+    def selects(self, row: SealedRow) -> bool:
+        if row.version < to_micros(self.since):
+            return False
+        if self.until is not None and row.version > to_micros(self.until):
+            return False
+        return self.client is None or row.identity.client_id == self.client
+
+
+async def replay_journal(
+    broker: Broker,
+    store: Store,
+    keyring: Keyring,
+    selection: ReplayRange,
+    progress: Progress,
+    *,
+    batch_size: int = 500,
+) -> ReplaySummary:
+    """Upsert every selected journal message from `since` up to now, in versioned batches."""
+    end_offset, marker = await _mark_end(broker)
+    summary = ReplaySummary()
+    rows: list[SealedRow] = []
+    start: dict[str, FieldValue] = {OFFSET: selection.since}
+    async with broker.reader(broker.topology.journal, prefetch=PREFETCH, arguments=start) as it:
+        async for delivery in _until_marker(it, marker):
+            offset = _offset(delivery)
+            if summary.read == 0:
+                progress.start(max(end_offset - offset, 1))
+            summary.read += 1
+            row = _row(delivery.body, keyring, summary)
+            if row is not None and selection.selects(row):
+                rows.append(row)
+            elif row is not None:
+                summary.not_selected += 1
+            if len(rows) >= batch_size:
+                await _store(store, rows, summary)
+                rows = []
+            await delivery.ack()
+            progress.advance(1)
+        await _store(store, rows, summary)
+    return summary
+
+
+async def _mark_end(broker: Broker) -> tuple[int, str]:
+    """Append a marker to the journal and find its offset: the replay stops there."""
+    marker = uuid.uuid4().hex
+    journal = broker.topology.journal
+    await broker.publish_raw(
+        b"{}",
+        message_id=f"marker-{marker}",
+        routing_key=journal,
+        exchange="",
+        headers={MARKER: marker},
+        timeout=10,
+    )
+    async with broker.reader(journal, prefetch=PREFETCH, arguments={OFFSET: "last"}) as it:
+        while (delivery := await it.next(IDLE_WAIT)) is not None:
+            await delivery.ack()
+            if (delivery.headers or {}).get(MARKER) == marker:
+                return _offset(delivery), marker
+    raise BrokerUnavailable("the journal did not show the end marker in time")
+
+
+async def _until_marker(it: Deliveries, marker: str) -> AsyncIterator[AbstractIncomingMessage]:
+    """Journal messages up to our end marker (or IDLE_WAIT seconds of silence)."""
+    while (delivery := await it.next(IDLE_WAIT)) is not None:
+        mark = (delivery.headers or {}).get(MARKER)
+        if mark == marker:
+            await delivery.ack()
+            return
+        if mark is not None:
+            await delivery.ack()  # another replay's end marker
+            continue
+        yield delivery
+
+
+def _offset(delivery: AbstractIncomingMessage) -> int:
+    value: Any = (delivery.headers or {}).get(OFFSET, 0)
+    return int(value)
+
+
+def _row(body: bytes, keyring: Keyring, summary: ReplaySummary) -> SealedRow | None:
+    try:
+        row = open_message(body, keyring)
+    except (ValidationError, DecryptError):
+        summary.skipped += 1
+        return None
+    if summary.first_version is None:
+        summary.first_version = row.version
+    return row
+
+
+async def _store(store: Store, rows: list[SealedRow], summary: ReplaySummary) -> None:
+    if not rows:
+        return
+    applied = await store.upsert_batch(rows)
+    summary.applied += len(applied)
+    summary.current += len(rows) - len(applied)
