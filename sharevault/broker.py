@@ -1,4 +1,5 @@
-"""RabbitMQ: the only module that knows the topology (declare, publish with confirm, consume)."""
+"""RabbitMQ: the broker link of a process, publish with confirm; queue names in topology.py,
+consuming and reading in consuming.py."""
 
 from __future__ import annotations
 
@@ -6,79 +7,135 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
     FieldValue,
 )
 
+from sharevault.config import Settings
+from sharevault.consuming import (
+    CLOSE_WAIT,
+    CONNECT_ERRORS,
+    Consuming,
+    ConsumingLost,
+    Deliveries,
+    Lane,
+    consume_lanes,
+    is_stale,
+    read_queue,
+)
 from sharevault.schemas import ShareMessage
+from sharevault.topology import (
+    QUORUM,
+    SHARE_KEY,
+    QueueOptions,
+    Topology,
+    declare_topology,
+    delete_topology,
+)
+
+__all__ = [
+    "QUORUM",
+    "SHARE_KEY",
+    "Broker",
+    "BrokerUnavailable",
+    "Consuming",
+    "Deliveries",
+    "Lane",
+    "QueueOptions",
+    "Topology",
+    "declare_topology",
+    "delete_topology",
+    "is_stale",
+]
 
 log = logging.getLogger(__name__)
 
-QUORUM: dict[str, FieldValue] = {"x-queue-type": "quorum"}
-SHARE_KEY = "share"
+_CONNECT_ERRORS = CONNECT_ERRORS
+_PUBLISH_ERRORS = (
+    aio_pika.exceptions.DeliveryError,
+    aio_pika.exceptions.PublishError,
+    aio_pika.exceptions.AMQPError,
+    aiormq.exceptions.AMQPError,
+    ConnectionError,
+    RuntimeError,
+)
 
 
 class BrokerUnavailable(Exception):
     """The broker did not confirm: it is unreachable, refused the message, or was too slow."""
 
 
-@dataclass(frozen=True)
-class Topology:
-    """Names of every exchange and queue, all under one prefix."""
-
-    prefix: str
-
-    @property
-    def ingest(self) -> str:
-        return f"{self.prefix}.ingest"
-
-    @property
-    def shares(self) -> str:
-        return f"{self.prefix}.shares"
-
-    @property
-    def dead(self) -> str:
-        return f"{self.prefix}.dead"
-
-    @property
-    def queues(self) -> tuple[str, ...]:
-        return (self.shares, self.dead)
-
-
 class Broker:
     """One robust connection and one confirming channel; connects (and reconnects) in background."""
 
-    def __init__(self, url: str, prefix: str, *, name: str = "sharevault") -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        name: str = "sharevault",
+        options: QueueOptions | None = None,
+        robust: bool = True,
+    ) -> None:
         self._url = url
         self.topology = Topology(prefix)
+        self.options = options or QueueOptions()
         self._name = name
-        self._connection: AbstractRobustConnection | None = None
+        self._robust = robust
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._connect_task: asyncio.Task[None] | None = None
         self.declared = asyncio.Event()
+        self._down_since: float | None = time.time()
+        self._last_error = "not connected yet"
+        self._closing = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, name: str, robust: bool = True) -> Broker:
+        """The broker of these settings, its queues declared with their arguments."""
+        return cls(
+            settings.amqp_url.get_secret_value(),
+            settings.amqp_prefix,
+            name=name,
+            options=QueueOptions.from_settings(settings),
+            robust=robust,
+        )
 
     async def __aenter__(self) -> Broker:
-        self._connect_task = asyncio.create_task(self._connect_forever(), name="broker-connect")
+        if self._robust:
+            self._connect_task = asyncio.create_task(self._connect_forever(), name="broker-connect")
+            return self
+        # Operator tools: one attempt, a clear error, and no silent reconnect mid-operation.
+        try:
+            conn = await aio_pika.connect(self._url, timeout=5, **self._props())
+        except _CONNECT_ERRORS as exc:
+            raise BrokerUnavailable(f"broker unreachable ({type(exc).__name__})") from None
+        await self._open_channel(conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
         if self._connect_task is not None:
             self._connect_task.cancel()
             await asyncio.gather(self._connect_task, return_exceptions=True)
         if self._connection is not None:
-            await self._connection.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_WAIT):
+                    await self._connection.close()
+
+    def _props(self) -> dict[str, Any]:
+        return {"client_properties": {"connection_name": self._name}}
 
     async def wait_ready(self, timeout: float) -> None:
         """Block until the topology is declared (start-up of tests and workers)."""
@@ -90,40 +147,83 @@ class Broker:
         return (
             self.declared.is_set()
             and conn is not None
-            and conn.connected.is_set()
+            and not conn.is_closed
             and channel is not None
             and not channel.is_closed
+            and conn.connected.is_set()
         )
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with the broker link, in words for /readyz and logs; None when fine."""
+        if self.ready:
+            return None
+        since = self._down_since or time.time()
+        return f"not connected for {time.time() - since:.1f}s ({self._last_error}); reconnecting"
 
     async def _connect_forever(self) -> None:
         delay = 0.2
         while True:
             try:
                 conn = await aio_pika.connect_robust(
-                    self._url,
-                    timeout=5,
-                    reconnect_interval=1,
-                    client_properties={"connection_name": self._name},
+                    self._url, timeout=5, reconnect_interval=1, **self._props()
                 )
-                break
-            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            except _CONNECT_ERRORS as exc:
+                self._last_error = f"unreachable: {type(exc).__name__}"
                 log.warning("broker unreachable (%s), retrying in %.1fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        self._connection = conn
+            else:
+                try:
+                    await self._open_channel(conn)
+                except _CONNECT_ERRORS as exc:
+                    # Lost while declaring: start over on a fresh connection.
+                    self._last_error = f"lost while declaring: {type(exc).__name__}"
+                    log.warning("broker %s, retrying in %.1fs", self._last_error, delay)
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                else:
+                    conn.close_callbacks.add(self._on_lost)
+                    conn.reconnect_callbacks.add(self._on_reconnected)
+                    self._connection = conn
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _open_channel(self, conn: AbstractConnection) -> None:
+        await declare_topology(self._url, self.topology, self.options)
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchange = await declare_topology(channel, self.topology)
+        self._exchange = await channel.get_exchange(self.topology.ingest)
+        self._connection = conn
         self._channel = channel
+        self._down_since = None
         self.declared.set()
         log.info("broker connected, topology %s declared", self.topology.prefix)
 
-    async def publish(self, message: ShareMessage, *, timeout: float) -> None:
+    def _on_lost(self, _sender: object, exc: BaseException | None = None) -> None:
+        if self._closing or self._down_since is not None:
+            return  # our own close, or already said
+        self._down_since = time.time()
+        self._last_error = f"connection lost: {type(exc).__name__}" if exc else "connection closed"
+        log.warning("broker %s; reconnecting every 1s", self._last_error)
+
+    def _on_reconnected(self, _sender: object) -> None:
+        down = time.time() - (self._down_since or time.time())
+        self._down_since = None
+        log.info("broker reconnected after %.1fs; consumers resume", down)
+
+    async def publish(
+        self,
+        message: ShareMessage,
+        *,
+        timeout: float,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
         """Publish persistently and wait for the broker's confirm; BrokerUnavailable otherwise."""
         await self.publish_raw(
             message.model_dump_json().encode(),
             message_id=message.message_id,
             routing_key=SHARE_KEY,
             timeout=timeout,
+            headers=headers,
         )
 
     async def publish_raw(
@@ -135,16 +235,11 @@ class Broker:
         timeout: float,
         headers: Mapping[str, Any] | None = None,
         exchange: str | None = None,
+        expiration: float | None = None,
     ) -> None:
+        """Publish to `exchange` (default ingest, "" the default exchange) and await the confirm."""
         if not self.ready or self._exchange is None or self._channel is None:
             raise BrokerUnavailable("broker not connected")
-        target = self._exchange
-        if exchange is not None:
-            target = (
-                self._channel.default_exchange
-                if exchange == ""
-                else await self._channel.get_exchange(exchange)
-            )
         msg = aio_pika.Message(
             body,
             message_id=message_id,
@@ -152,78 +247,77 @@ class Broker:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             timestamp=time.time(),
             headers=dict(headers or {}),
+            expiration=expiration,
         )
         try:
             async with asyncio.timeout(timeout):
+                target = self._exchange
+                if exchange == "":
+                    target = self._channel.default_exchange
+                elif exchange is not None:
+                    target = await self._get_exchange(self._channel, exchange)
                 await target.publish(msg, routing_key=routing_key, mandatory=True)
         except TimeoutError:
             raise BrokerUnavailable("no confirm in time") from None
-        except (
-            aio_pika.exceptions.DeliveryError,
-            aio_pika.exceptions.PublishError,
-            aio_pika.exceptions.AMQPError,
-            aiormq.exceptions.AMQPError,
-            ConnectionError,
-            RuntimeError,
-        ) as exc:
+        except _PUBLISH_ERRORS as exc:
             raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from None
 
-    async def consume(
-        self, handler: Callable[[AbstractIncomingMessage], Awaitable[None]], *, prefetch: int
-    ) -> Consumer:
-        """Start consuming the share queue with `prefetch` unacked messages in hand at most."""
+    async def _get_exchange(self, channel: AbstractChannel, name: str) -> AbstractExchange:
+        # One passive declare per exchange, not per message (DLQ tools republish thousands).
+        if name not in self._exchanges:
+            self._exchanges[name] = await channel.get_exchange(name)
+        return self._exchanges[name]
+
+    @asynccontextmanager
+    async def consuming(self, lanes: Sequence[Lane]) -> AsyncIterator[Consuming]:
+        """Consume the lanes on a connection of their own (see consuming.consume_lanes)."""
         await self.declared.wait()
+        try:
+            async with consume_lanes(self._url, f"{self._name}-consumer", lanes) as session:
+                yield session
+        except ConsumingLost as exc:
+            raise BrokerUnavailable(str(exc)) from None
+
+    @asynccontextmanager
+    async def reader(
+        self, queue: str, *, prefetch: int, arguments: dict[str, FieldValue] | None = None
+    ) -> AsyncIterator[Deliveries]:
+        """Deliveries of a queue or stream on this connection (see consuming.read_queue)."""
         if self._connection is None:
             raise BrokerUnavailable("broker not connected")
-        channel = await self._connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(self.topology.shares, ensure=False)
-        tag = await queue.consume(handler, no_ack=False)
-        return Consumer(channel, queue, tag)
+        async with read_queue(self._connection, queue, prefetch, arguments) as deliveries:
+            yield deliveries
+
+    async def hold_lock(self, name: str) -> None:
+        """Own an exclusive queue as a mutex until this connection closes; raises when taken."""
+        if self._connection is None:
+            raise BrokerUnavailable("broker not connected")
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(name, exclusive=True, auto_delete=True)
+        except aiormq.exceptions.ChannelLockedResource:
+            raise BrokerUnavailable(f"{name} is held by another command") from None
 
     async def queue_depth(self, name: str) -> int:
         """Messages ready in a queue (not counting unacked ones)."""
-        if self._channel is None:
+        if self._connection is None:
             raise BrokerUnavailable("broker not connected")
-        declared = await self._channel.declare_queue(name, passive=True)
-        count = declared.declaration_result.message_count
-        return int(count or 0)
+        channel = await self._connection.channel()
+        try:
+            declared = await channel.declare_queue(name, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
 
-
-@dataclass
-class Consumer:
-    channel: AbstractChannel
-    queue: AbstractQueue
-    tag: str
-
-    async def cancel(self) -> None:
-        """Stop deliveries; messages in hand stay ours to ack until the channel closes."""
-        with contextlib.suppress(Exception):
-            await self.queue.cancel(self.tag)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.channel.close()
-
-
-async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
-    """Declare exchanges and queues idempotently; returns the ingest exchange."""
-    exchange = await channel.declare_exchange(
-        topology.ingest, aio_pika.ExchangeType.DIRECT, durable=True
-    )
-    shares = await channel.declare_queue(topology.shares, durable=True, arguments=QUORUM)
-    await shares.bind(exchange, routing_key=SHARE_KEY)
-    await channel.declare_queue(topology.dead, durable=True, arguments=QUORUM)
-    return exchange
-
-
-async def delete_topology(url: str, topology: Topology) -> None:
-    """Remove every queue and exchange of a prefix (tests, teardown of a tenant)."""
-    conn = await aio_pika.connect(url, timeout=5)
-    try:
-        channel = await conn.channel()
-        for name in topology.queues:
-            await channel.queue_delete(name)
-        await channel.exchange_delete(topology.ingest)
-    finally:
-        await conn.close()
+    async def queue_counts(self, name: str) -> tuple[int, int] | None:
+        """(messages ready, consumers) of a queue, None when it does not exist (`stats`)."""
+        if self._connection is None:
+            raise BrokerUnavailable("broker not connected")
+        channel = await self._connection.channel()
+        try:
+            declared = await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None  # the broker closed this channel with its answer
+        result = declared.declaration_result
+        await channel.close()
+        return int(result.message_count or 0), int(result.consumer_count or 0)

@@ -1,4 +1,4 @@
-"""The `sharevault` command: serve, work, migrate, keys."""
+"""The `sharevault` command: serve, work, migrate, register-webhook, keys."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import click
 
 from sharevault.config import ConfigError, Settings, load_settings, mask_url
 from sharevault.crypto import generate_keyring_value
+from sharevault.logs import setup_logging
+from sharevault.ops.commands import dlq, replay
+from sharevault.ops.keys import keys_status, rotate_key
+from sharevault.ops.stats import stats
 
 
 def _settings() -> Settings:
@@ -20,19 +24,18 @@ def _settings() -> Settings:
         sys.exit(2)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    default="auto",
+    show_default=True,
+    help="auto: JSON lines unless stderr is a terminal.",
+)
+def main(log_level: str, log_format: str) -> None:
     """sharevault: keeps Portal MPC wallet backup shares, durably and encrypted."""
-    _setup_logging(log_level)
+    setup_logging(log_level, log_format)
 
 
 @main.command()
@@ -81,6 +84,56 @@ def work() -> None:
     asyncio.run(run_worker(settings))
 
 
+@main.command("register-webhook")
+@click.option(
+    "--url",
+    "root_url",
+    required=True,
+    help="Webhook root Portal will call, e.g. https://custody.example.com/webhook.",
+)
+def register_webhook(root_url: str) -> None:
+    """Register the webhook root and secret with Portal (needs SHAREVAULT_PORTAL_API_KEY)."""
+    from urllib.parse import urlsplit
+
+    from sharevault.portal import PortalClient, PortalError, PortalRejected, with_retries
+
+    settings = _settings()
+    if settings.portal_api_key is None:
+        click.echo("configuration error: SHAREVAULT_PORTAL_API_KEY is required", err=True)
+        sys.exit(2)
+    parts = urlsplit(root_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        click.echo("--url must be an absolute http(s) URL", err=True)
+        sys.exit(2)
+    if parts.path.rstrip("/") != settings.webhook_root:
+        click.echo(f"note: this gateway serves webhooks under {settings.webhook_root}", err=True)
+    key = settings.portal_api_key.get_secret_value()
+    secret = settings.webhook_secret.get_secret_value()
+
+    def redact(text: str) -> str:
+        # Portal might echo what it was sent: neither the key nor the secret is ever printed.
+        for value in (key, secret):
+            text = text.replace(value, "***")
+        return text
+
+    async def go() -> tuple[int, str]:
+        async with PortalClient(settings.portal_api_url, timeout=settings.portal_timeout) as portal:
+            answer = await with_retries(
+                lambda: portal.register_webhook(key, root_url, secret), attempts=5, max_wait=30.0
+            )
+        return answer.status, answer.text
+
+    try:
+        status, text = asyncio.run(go())
+    except PortalError as exc:
+        kind = "refused" if isinstance(exc, PortalRejected) else "could not be reached for"
+        click.echo(f"Portal {kind} the registration: {exc}", err=True)
+        if exc.detail:
+            click.echo(f"Portal answered: {redact(exc.detail)}", err=True)
+        sys.exit(1)
+    click.echo(f"Portal answered HTTP {status}: {redact(text) or '(empty body)'}")
+
+
 @main.group()
 def keys() -> None:
     """Encryption keyring tools."""
@@ -91,3 +144,13 @@ def keys() -> None:
 def keys_generate(key_id: str | None) -> None:
     """Print a fresh SHAREVAULT_ENCRYPTION_KEYS value (one new 256-bit key), nothing else."""
     click.echo(generate_keyring_value(key_id))
+
+
+# Outage recovery (docs/queues.md).
+main.add_command(dlq)
+main.add_command(replay)
+
+# Key rotation and figures (docs/operations.md).
+keys.add_command(keys_status)
+main.add_command(rotate_key)
+main.add_command(stats)

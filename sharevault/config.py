@@ -10,6 +10,8 @@ from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_val
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KEY_BYTES = 32
+# Retry levels are queues named {prefix}.retry.0 … .7: teardown knows them all.
+MAX_RETRY_LEVELS = 8
 
 
 class ConfigError(Exception):
@@ -80,6 +82,25 @@ class Settings(BaseSettings):
     worker_prefetch: int = Field(default=256, ge=2)
     worker_batch_size: int = Field(default=128, ge=1)
     worker_linger_ms: float = Field(default=2.0, ge=0)
+    # Prometheus /metrics of a worker (0: off, the default, so that several can share a host).
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+
+    # Outage recovery (docs/queues.md). A message waiting longer than LIVE_TTL seconds in the live
+    # queue moves (broker-side) to the backlog queue, which workers drain with a smaller share.
+    live_ttl: float = Field(default=1.0, ge=0.05, le=60)
+    backlog_prefetch: int = Field(default=64, ge=1)
+    # Quorum-queue safety net: a message returned this many times (worker crashes) moves on.
+    delivery_limit: int = Field(default=20, ge=1, le=1000)
+    # Delay of each retry level in seconds; attempts past the last level stay at the last delay.
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = (1.0, 10.0, 60.0, 600.0)
+    retry_max_attempts: int = Field(default=10, ge=1, le=1000)
+    # How long a batch is held in-process while the database answers yet the batch keeps failing.
+    retry_hold: float = Field(default=30.0, ge=0)
+    # Ingest journal (a RabbitMQ stream): retention by age (RabbitMQ units Y M D h m s) and size.
+    journal_max_age: str = Field(default="7D", pattern=r"^[1-9][0-9]{0,5}[YMDhms]$")
+    journal_max_bytes: int = Field(default=10_000_000_000, ge=1_000_000)
+    journal_segment_bytes: int = Field(default=100_000_000, ge=100_000, le=3_000_000_000)
 
     # Report-back outbox (in the worker): polling, retry schedule, and when to give up.
     outbox_poll_interval: float = Field(default=1.0, gt=0)
@@ -93,6 +114,22 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _delay_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _delays_sane(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not 1 <= len(value) <= MAX_RETRY_LEVELS:
+            raise ValueError(f"between 1 and {MAX_RETRY_LEVELS} delays, comma-separated")
+        if any(not 0 < d <= 86400 for d in value):
+            raise ValueError("each delay must be > 0 and at most 86400 seconds")
         return value
 
     @field_validator("encryption_keys")

@@ -7,11 +7,13 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg import Record
+from asyncpg.pool import PoolConnectionProxy
 
 from sharevault.crypto import Identity, Keyring
 
@@ -38,6 +40,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
+# Errors that say "this row can never be stored": parked at once instead of retried.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+)
+# Any error the database answered with (the worker retries the rest with delays).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError,)
 
 
 def load_queries() -> dict[str, str]:
@@ -58,6 +67,33 @@ class SealedRow:
     sealed: bytes
     version: int
     message_id: str
+    # Client shares: the Portal report owed once applied, and the sealed bearer to send it with.
+    report_api: str | None = None
+    bearer_sealed: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A report owed to Portal, locked by the sender that claimed it until it settles."""
+
+    id: int
+    message_id: str
+    identity: Identity
+    report_api: str
+    bearer_sealed: bytes | None = field(repr=False)
+    attempts: int
+    age: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxOutcome:
+    """How an attempt ended: 'pending' (retry after `delay` s), 'sent', 'failed' or 'expired'."""
+
+    id: int
+    status: str
+    delay: float = 0.0
+    http_status: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +103,15 @@ class StoredShare:
     sealed: bytes
     version: int
     message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBearer:
+    """A pending report's bearer as stored (to re-wrap); `identity` is its share's."""
+
+    id: int
+    identity: Identity
+    sealed: bytes = field(repr=False)
 
 
 class Store:
@@ -99,10 +144,12 @@ class Store:
                 [r.version for r in chosen],
                 [r.message_id for r in chosen],
             )
+            applied_ids = {r["message_id"] for r in applied}
+            await _owe_reports(conn, [r for r in chosen if r.message_id in applied_ids])
             # Every message of the batch is settled (applied, or superseded by a newer one).
             for chunk in _chunks([r.message_id for r in rows], 200):
                 await conn.execute(Q["notify_committed"], ",".join(chunk))
-        return {r["message_id"] for r in applied}
+        return applied_ids
 
     async def stored_version(self, identity: Identity) -> tuple[int, str] | None:
         row = await self.pool.fetchrow(
@@ -122,6 +169,136 @@ class Store:
             )
             for r in rows
         ]
+
+
+    async def process_outbox(
+        self, limit: int, send: Callable[[list[OutboxRow]], Awaitable[list[OutboxOutcome]]]
+    ) -> int:
+        """Claim due reports, let `send` deliver them while they stay locked, record outcomes."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            claimed = await conn.fetch(Q["outbox_claim"], limit)
+            if not claimed:
+                return 0
+            rows = [
+                OutboxRow(
+                    r["id"],
+                    r["message_id"],
+                    Identity("client", r["client_id"], r["backup_method"], r["pair_id"]),
+                    r["report_api"],
+                    r["bearer_sealed"],
+                    r["attempts"],
+                    r["age"],
+                )
+                for r in claimed
+            ]
+            outcomes = await send(rows)
+            await conn.executemany(
+                Q["outbox_settle"],
+                [(o.id, o.status, o.delay, o.http_status, o.reason) for o in outcomes],
+            )
+        return len(rows)
+
+    # --- key rotation and stats (sharevault/ops) -------------------------------------------------
+
+    async def key_counts(self) -> dict[str, dict[str, int]]:
+        """Rows each key id protects: {"shares": {kid: n}, "outbox": {kid: n}} (pending bearers)."""
+        shares = await self.pool.fetch(Q["shares_by_key"])
+        bearers = await self.pool.fetch(Q["outbox_by_key"])
+        return {
+            "shares": {r["key_id"]: r["n"] for r in shares},
+            "outbox": {r["key_id"] or "": r["n"] for r in bearers},
+        }
+
+    async def shares_to_rewrap(
+        self, current_key: str, after: Identity | None, limit: int
+    ) -> tuple[list[SealedRow], Identity | None]:
+        """Of the next `limit` rows in primary-key order after `after`, those under another key,
+        and the last identity of the window (None: the table ends here)."""
+        start = after or Identity("", "", "", "")
+        rows = await self.pool.fetch(
+            Q["shares_to_rewrap"],
+            current_key,
+            start.kind,
+            start.client_id,
+            start.backup_method,
+            start.pair_id,
+            limit,
+        )
+        found = [
+            SealedRow(
+                Identity(r["kind"], r["client_id"], r["backup_method"], r["pair_id"]),
+                r["sealed"],
+                r["version"],
+                r["message_id"],
+            )
+            for r in rows
+        ]
+        last = found[-1].identity if found else None
+        return [r for r in found if r.sealed is not None], last
+
+    async def rewrap_shares(self, rows: Sequence[SealedRow]) -> set[str]:
+        """Write re-sealed shares whose row is unchanged (same version and message) and free."""
+        written = await self.pool.fetch(
+            Q["rewrap_shares"],
+            [r.identity.kind for r in rows],
+            [r.identity.client_id for r in rows],
+            [r.identity.backup_method for r in rows],
+            [r.identity.pair_id for r in rows],
+            [r.version for r in rows],
+            [r.message_id for r in rows],
+            [r.sealed for r in rows],
+            [Keyring.key_id_of(r.sealed) for r in rows],
+        )
+        return {r["message_id"] for r in written}
+
+    async def bearers_to_rewrap(
+        self, current_key: str, after_id: int, limit: int
+    ) -> list[SealedBearer]:
+        """The next page, by id after `after_id`, of pending bearers under another key."""
+        rows = await self.pool.fetch(Q["outbox_to_rewrap"], current_key, after_id, limit)
+        return [
+            SealedBearer(
+                r["id"],
+                Identity("client", r["client_id"], r["backup_method"], r["pair_id"]),
+                r["bearer_sealed"],
+            )
+            for r in rows
+        ]
+
+    async def rewrap_bearers(self, rows: Sequence[tuple[SealedBearer, bytes]]) -> set[int]:
+        """Write re-sealed bearers whose row still holds the bearer read and is not claimed."""
+        written = await self.pool.fetch(
+            Q["rewrap_outbox"],
+            [old.id for old, _ in rows],
+            [old.sealed for old, _ in rows],
+            [new for _, new in rows],
+        )
+        return {r["id"] for r in written}
+
+    async def share_counts(self) -> list[tuple[str, str, int]]:
+        """(kind, backup method, shares) for every pair stored."""
+        rows = await self.pool.fetch(Q["shares_by_method"])
+        return [(r["kind"], r["backup_method"], r["n"]) for r in rows]
+
+    async def outbox_summary(self) -> dict[str, tuple[int, float]]:
+        """Status → (reports, age in seconds of the oldest)."""
+        rows = await self.pool.fetch(Q["outbox_summary"])
+        return {r["status"]: (r["n"], r["oldest"]) for r in rows}
+
+
+async def _owe_reports(conn: PoolConnectionProxy[Record], applied: list[SealedRow]) -> None:
+    """Outbox rows for the applied client shares that carry a report (same transaction)."""
+    owed = [r for r in applied if r.report_api is not None and r.bearer_sealed is not None]
+    if owed:
+        await conn.execute(
+            Q["outbox_insert"],
+            [r.message_id for r in owed],
+            [r.identity.client_id for r in owed],
+            [r.identity.backup_method for r in owed],
+            [r.identity.pair_id for r in owed],
+            [r.report_api for r in owed],
+            [r.bearer_sealed for r in owed],
+        )
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -21,6 +21,7 @@ from sharevault.crypto import Identity, Keyring
 from sharevault.schemas import ShareMessage
 from sharevault.service import create_app
 from sharevault.store import migrate
+from sharevault.testing import FakePortal
 from sharevault.worker import ShareWorker, open_worker
 
 pytest_plugins = ["tests.leakcheck"]
@@ -225,3 +226,15 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "SHAREVAULT_PORTAL_API_URL": settings.portal_api_url,
         **extra,
     }
+
+
+@pytest.fixture
+async def fake_portal() -> AsyncIterator[FakePortal]:
+    """Portal's API, faked on 127.0.0.1 (sharevault.testing), with clients A and B registered."""
+    from tests.leakcheck import sensitive
+    from tests.portal_fixtures import PORTAL_API_KEY, SENSITIVE, register_clients
+
+    sensitive(*SENSITIVE)
+    async with FakePortal(api_key=PORTAL_API_KEY) as fake:
+        register_clients(fake)
+        yield fake

@@ -61,7 +61,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     found = leaks()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        reporter.write("\n")
     if found:
         if reporter is not None:
             reporter.write_line("LEAK CHECK FAILED: sensitive values found in logs:", red=True)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from sharevault.broker import Broker, BrokerUnavailable, Deliveries
 from sharevault.crypto import DecryptError, Keyring
+from sharevault.metrics import REPLAY_MESSAGES
 from sharevault.ops.times import to_micros
 from sharevault.store import SealedRow, Store
 from sharevault.worker.decode import open_message
@@ -134,6 +135,7 @@ def _row(body: bytes, keyring: Keyring, summary: ReplaySummary) -> SealedRow | N
         row = open_message(body, keyring)
     except (ValidationError, DecryptError):
         summary.skipped += 1
+        REPLAY_MESSAGES.labels("skipped").inc()
         return None
     if summary.first_version is None:
         summary.first_version = row.version
@@ -146,3 +148,5 @@ async def _store(store: Store, rows: list[SealedRow], summary: ReplaySummary) ->
     applied = await store.upsert_batch(rows)
     summary.applied += len(applied)
     summary.current += len(rows) - len(applied)
+    REPLAY_MESSAGES.labels("applied").inc(len(applied))
+    REPLAY_MESSAGES.labels("current").inc(len(rows) - len(applied))

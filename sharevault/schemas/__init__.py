@@ -1,8 +1,9 @@
 """Pydantic models at the edges: HTTP bodies, the queue message, Portal's API."""
 
+from sharevault.schemas.client import ClientBackup, ClientBackupAnswer, ClientBackupQuery
 from sharevault.schemas.common import UNKNOWN_METHOD
 from sharevault.schemas.errors import ErrorBody, ErrorDetail
-from sharevault.schemas.message import ShareMessage
+from sharevault.schemas.message import ShareMessage, bearer_identity
 from sharevault.schemas.webhook import (
     AcceptedAnswer,
     WebhookBackup,
@@ -13,10 +14,14 @@ from sharevault.schemas.webhook import (
 __all__ = [
     "UNKNOWN_METHOD",
     "AcceptedAnswer",
+    "ClientBackup",
+    "ClientBackupAnswer",
+    "ClientBackupQuery",
     "ErrorBody",
     "ErrorDetail",
     "ShareMessage",
     "WebhookBackup",
     "WebhookFetch",
     "WebhookFetchAnswer",
+    "bearer_identity",
 ]

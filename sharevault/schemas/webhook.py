@@ -16,7 +16,6 @@ from sharevault.schemas.common import (
     ShareText,
 )
 
-
 ShareObject = Annotated[dict[str, Any], Field(min_length=1)]
 
 

@@ -9,11 +9,24 @@ from aiohttp import web
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
-from sharevault.service import docs, health, openapi, webhooks
+from sharevault.portal import PortalClient
+from sharevault.service import clients, docs, health, metrics, openapi, webhooks
+from sharevault.service.client_auth import PortalBearerAuthenticator
 from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
 from sharevault.service.errors import error_middleware
-from sharevault.service.keys import BROKER, CLOCK, KEYRING, SETTINGS, STORE, WAITER
+from sharevault.service.keys import (
+    BROKER,
+    CLIENT_AUTH,
+    CLOCK,
+    KEYRING,
+    PORTAL,
+    SETTINGS,
+    STORE,
+    WAITER,
+)
+from sharevault.service.metrics import metrics_middleware, queue_gauges
+from sharevault.service.tracing import request_id_middleware
 from sharevault.store import CommitListener, open_store
 
 
@@ -30,24 +43,38 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    async with Broker(
-        settings.amqp_url.get_secret_value(), settings.amqp_prefix, name="sharevault-gateway"
-    ) as broker:
+    async with Broker.from_settings(settings, name="sharevault-gateway") as broker:
         app[BROKER] = broker
+        yield
+
+
+async def _portal(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with PortalClient(settings.portal_api_url, timeout=settings.portal_timeout) as portal:
+        app[PORTAL] = portal
+        # An operator may have put their own authenticator in place before start-up.
+        if CLIENT_AUTH not in app:
+            app[CLIENT_AUTH] = PortalBearerAuthenticator(portal, ttl=settings.client_auth_ttl)
         yield
 
 
 def create_app(settings: Settings) -> web.Application:
     """Routes, middleware and resource contexts; nothing connects until the app starts."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        # Metrics outermost, so that the JSON errors are counted with their real status.
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS] = settings
     app[KEYRING] = Keyring(settings.keyring)
     app[CLOCK] = VersionClock()
-    app.cleanup_ctx.extend([_database, _broker])
+    app.cleanup_ctx.extend([_database, _broker, _portal, queue_gauges])
     health.add_routes(app)
     webhooks.add_routes(app, settings.webhook_root)
+    clients.add_routes(app, settings.client_root)
     openapi.add_routes(
         app, openapi.health_operations() + openapi.webhook_operations(settings.webhook_root)
     )
     docs.add_routes(app)
+    metrics.add_routes(app)
     return app

@@ -7,13 +7,14 @@ import logging
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from sharevault.crypto import DecryptError, Identity
+from sharevault.crypto import Identity
 from sharevault.schemas import UNKNOWN_METHOD, ClientBackup, ClientBackupAnswer, ClientBackupQuery
 from sharevault.schemas.common import ClientId
 from sharevault.service.bodies import describe_validation, read_model
 from sharevault.service.errors import ApiError
 from sharevault.service.ingest import accept_share
 from sharevault.service.keys import CLIENT_AUTH, KEYRING, SETTINGS, STORE
+from sharevault.service.reading import open_stored
 from sharevault.store import StoredShare
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ async def backup(request: web.Request) -> web.Response:
     identity = Identity(CLIENT, client_id, body.backup_method, body.backup_share_pair_id)
     report_api = report_api_for(request.app[SETTINGS].portal_report_api, identity.pair_id)
     answer = await accept_share(
-        request.app, identity, body.share_text.encode(), report_api=report_api, bearer=bearer
+        request, identity, body.share_text.encode(), report_api=report_api, bearer=bearer
     )
     return web.json_response(text=answer.model_dump_json(by_alias=True))
 
@@ -76,20 +77,10 @@ async def get_backup(request: web.Request) -> web.Response:
     shares = await request.app[STORE].client_shares(CLIENT, client_id)
     keyring = request.app[KEYRING]
     for stored in lookup_order(shares, query.backup_method, query.backup_share_pair_id):
-        identity = Identity(CLIENT, client_id, stored.backup_method, stored.pair_id)
-        try:
-            text = keyring.open(stored.sealed, identity).decode()
-        except DecryptError:
-            # Never serve what does not authenticate; say so loudly, without the data.
-            log.error(
-                "stored client share failed to decrypt: client %s method %s (message %s)",
-                client_id,
-                stored.backup_method,
-                stored.message_id,
-            )
-            continue
-        answer = ClientBackupAnswer(cipherText=text)
-        return web.json_response(text=answer.model_dump_json(by_alias=True))
+        text = open_stored(keyring, CLIENT, client_id, stored)
+        if text is not None:
+            answer = ClientBackupAnswer(cipherText=text)
+            return web.json_response(text=answer.model_dump_json(by_alias=True))
     raise ApiError(404, "not_found", "no client backup share matches")
 
 

@@ -15,18 +15,21 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = {"broker": "ok" if request.app[BROKER].ready else "down"}
+    # `down` says in words what is wrong with each dependency that is not ok.
+    down: dict[str, str] = {}
+    problem = request.app[BROKER].problem
+    if problem is not None:
+        down["broker"] = problem
     try:
         async with asyncio.timeout(1.0):
             await request.app[STORE].ping()
-        checks["database"] = "ok"
-    except TRANSIENT_ERRORS:
-        checks["database"] = "down"
-    ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
-    )
+    except TRANSIENT_ERRORS as exc:
+        down["database"] = f"unreachable ({type(exc).__name__})"
+    checks = {name: "down" if name in down else "ok" for name in ("broker", "database")}
+    body: dict[str, object] = {"status": "unavailable" if down else "ready", "checks": checks}
+    if down:
+        body["down"] = down
+    return web.json_response(body, status=503 if down else 200)
 
 
 def add_routes(app: web.Application) -> None:

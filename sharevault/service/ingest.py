@@ -3,36 +3,74 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from aiohttp import web
+from pydantic import SecretStr
 
+from sharevault.broker import BrokerUnavailable
 from sharevault.crypto import Identity
-from sharevault.schemas import AcceptedAnswer, ShareMessage
+from sharevault.metrics import (
+    COMMIT_WAIT_SECONDS,
+    COMMIT_WAITS,
+    PUBLISH_FAILURES,
+    PUBLISH_SECONDS,
+)
+from sharevault.schemas import AcceptedAnswer, ShareMessage, bearer_identity
 from sharevault.service.keys import BROKER, CLOCK, KEYRING, SETTINGS, WAITER
+from sharevault.service.tracing import propagation_headers
 
 log = logging.getLogger(__name__)
 
 
-async def accept_share(app: web.Application, identity: Identity, share: bytes) -> AcceptedAnswer:
+async def accept_share(
+    request: web.Request,
+    identity: Identity,
+    share: bytes,
+    *,
+    report_api: str | None = None,
+    bearer: SecretStr | None = None,
+) -> AcceptedAnswer:
     """Seal the share, publish it with confirm, and wait (bounded) for the worker's commit."""
-    settings, waiter = app[SETTINGS], app[WAITER]
+    # With `report_api` and `bearer`, the worker tells Portal once the share is stored.
+    app = request.app
+    settings, waiter, keyring = app[SETTINGS], app[WAITER], app[KEYRING]
+    sealed_bearer = None
+    if report_api is not None and bearer is not None:
+        sealed_bearer = keyring.seal(bearer.get_secret_value().encode(), bearer_identity(identity))
     message = ShareMessage.build(
         message_id=uuid.uuid4().hex,
         version=app[CLOCK].next(),
         identity=identity,
-        sealed=app[KEYRING].seal(share, identity),
+        sealed=keyring.seal(share, identity),
+        report_api=None if sealed_bearer is None else report_api,
+        bearer_sealed=sealed_bearer,
     )
     waiter.expect(message.message_id, identity, message.version)
     try:
-        await app[BROKER].publish(message, timeout=settings.publish_timeout)
+        started = time.perf_counter()
+        try:
+            await app[BROKER].publish(
+                message, timeout=settings.publish_timeout, headers=propagation_headers(request)
+            )
+        except BrokerUnavailable:
+            PUBLISH_FAILURES.inc()
+            raise
+        confirmed = time.perf_counter()
+        PUBLISH_SECONDS.observe(confirmed - started)
         committed = settings.commit_wait > 0 and await waiter.wait(
             message.message_id, settings.commit_wait
         )
     finally:
         waiter.forget(message.message_id)
-    if not committed and settings.commit_wait > 0:
-        log.info("commit wait ran out for message %s; durable in queue", message.message_id)
+    if settings.commit_wait > 0:
+        COMMIT_WAITS.labels("committed" if committed else "budget_exhausted").inc()
+        if committed:
+            COMMIT_WAIT_SECONDS.observe(time.perf_counter() - confirmed)
+        else:
+            log.info("commit wait ran out for message %s; durable in queue", message.message_id)
+    log.debug("accepted message %s (%s share)", message.message_id, identity.kind)
     return AcceptedAnswer(
         messageId=message.message_id, status="committed" if committed else "queued"
     )

@@ -7,6 +7,8 @@ from aiohttp import web
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
+from sharevault.portal import PortalClient
+from sharevault.service.client_auth import ClientAuthenticator
 from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
 from sharevault.store import Store
@@ -17,3 +19,6 @@ STORE = web.AppKey("store", Store)
 BROKER = web.AppKey("broker", Broker)
 WAITER = web.AppKey("waiter", CommitWaiter)
 CLOCK = web.AppKey("clock", VersionClock)
+PORTAL = web.AppKey("portal", PortalClient)
+# Set it before the app starts to put your own session auth in front of the client endpoints.
+CLIENT_AUTH = web.AppKey[ClientAuthenticator]("client_auth")

@@ -6,13 +6,14 @@ import logging
 
 from aiohttp import web
 
-from sharevault.crypto import DecryptError, Identity
+from sharevault.crypto import Identity
 from sharevault.schemas import WebhookBackup, WebhookFetch
 from sharevault.service.auth import require_webhook_secret
 from sharevault.service.bodies import read_model
 from sharevault.service.ingest import accept_share
 from sharevault.service.ipfilter import require_allowed_ip
 from sharevault.service.keys import KEYRING, STORE
+from sharevault.service.reading import open_stored
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ async def backup(request: web.Request) -> web.Response:
     require_webhook_secret(request)
     body = await read_model(request, WebhookBackup)
     identity = Identity(CUSTODIAN, body.client_id, body.backup_method, body.backup_share_pair_id)
-    answer = await accept_share(request.app, identity, body.share_text.encode())
+    answer = await accept_share(request, identity, body.share_text.encode())
     return web.json_response(text=answer.model_dump_json(by_alias=True))
 
 
@@ -37,17 +38,9 @@ async def backup_fetch(request: web.Request) -> web.Response:
     keyring = request.app[KEYRING]
     shares: list[str] = []
     for stored in await request.app[STORE].client_shares(CUSTODIAN, body.client_id):
-        identity = Identity(CUSTODIAN, body.client_id, stored.backup_method, stored.pair_id)
-        try:
-            shares.append(keyring.open(stored.sealed, identity).decode())
-        except DecryptError:
-            # Never serve what does not authenticate; say so loudly, without the data.
-            log.error(
-                "stored share failed to decrypt: client %s method %s (message %s)",
-                body.client_id,
-                stored.backup_method,
-                stored.message_id,
-            )
+        text = open_stored(keyring, CUSTODIAN, body.client_id, stored)
+        if text is not None:
+            shares.append(text)
     answer: dict[str, object] = {"backupShares": shares}
     if shares:
         answer["backupShare"] = shares[0]

@@ -28,3 +28,114 @@ ORDER BY version DESC, message_id DESC;
 -- name: ping
 -- Readiness: the database answers.
 SELECT 1;
+
+-- --- report-back outbox (client shares) -------------------------------------------------------
+
+-- name: outbox_insert
+-- One pending report per applied client share, in the share's own transaction; a message id that
+-- already has a row (redelivery, replay) never gets a second one.
+INSERT INTO outbox (message_id, client_id, backup_method, pair_id, report_api, bearer_sealed)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+ON CONFLICT (message_id) DO NOTHING;
+
+-- name: outbox_claim
+-- Due reports, locked for this sender until its transaction ends; other senders skip them.
+SELECT id, message_id, client_id, backup_method, pair_id, report_api, bearer_sealed, attempts,
+       extract(epoch FROM now() - created_at)::float8 AS age
+FROM outbox
+WHERE status = 'pending' AND next_attempt_at <= now()
+ORDER BY next_attempt_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: outbox_settle
+-- Record an attempt: 'pending' reschedules after $3 seconds; any other status is final and
+-- deletes the sealed bearer.
+UPDATE outbox
+SET status = $2,
+    attempts = attempts + 1,
+    next_attempt_at = CASE WHEN $2 = 'pending'
+                           THEN now() + make_interval(secs => $3::float8)
+                           ELSE next_attempt_at END,
+    bearer_sealed = CASE WHEN $2 = 'pending' THEN bearer_sealed END,
+    finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END,
+    last_status = $4,
+    last_error = $5
+WHERE id = $1;
+
+-- --- key rotation and stats (operator commands: sharevault/ops) ---------------------------------
+
+-- name: shares_by_key
+-- How many shares each key id protects (keys status, rotate-key).
+SELECT key_id, count(*) AS n FROM shares GROUP BY key_id ORDER BY key_id;
+
+-- name: outbox_by_key
+-- How many outbox bearers each key id protects; a settled row holds none.
+SELECT key_id, count(*) AS n FROM outbox WHERE bearer_sealed IS NOT NULL
+GROUP BY key_id ORDER BY key_id;
+
+-- name: shares_to_rewrap
+-- The next window of $6 rows in primary-key order (keyset), with the sealed share only of those
+-- under another key than $1. Walking the whole key keeps the plan an index range scan whatever the
+-- statistics say of key ids (a filter on key_id flips to a full scan per page once most are done).
+SELECT kind, client_id, backup_method, pair_id, version, message_id,
+       CASE WHEN key_id <> $1 THEN sealed END AS sealed
+FROM shares
+WHERE (kind, client_id, backup_method, pair_id) > ($2, $3, $4, $5)
+ORDER BY kind, client_id, backup_method, pair_id
+LIMIT $6;
+
+-- name: rewrap_shares
+-- Re-sealed shares go back only where the row still holds the message that was read (a newer
+-- write wins) and nobody holds the row right now (SKIP LOCKED: never wait on a worker, so never
+-- deadlock with one). Version and message id stay: a re-wrap is not a new share.
+WITH wanted AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                         $6::text[], $7::bytea[], $8::text[])
+        AS w(kind, client_id, backup_method, pair_id, version, message_id, sealed, key_id)
+), free AS (
+    SELECT s.kind, s.client_id, s.backup_method, s.pair_id
+    FROM shares s JOIN wanted w USING (kind, client_id, backup_method, pair_id)
+    WHERE s.version = w.version AND s.message_id = w.message_id
+    ORDER BY s.kind, s.client_id, s.backup_method, s.pair_id
+    FOR UPDATE OF s SKIP LOCKED
+)
+UPDATE shares s SET sealed = w.sealed, key_id = w.key_id
+FROM wanted w JOIN free f USING (kind, client_id, backup_method, pair_id)
+WHERE (s.kind, s.client_id, s.backup_method, s.pair_id)
+      = (w.kind, w.client_id, w.backup_method, w.pair_id)
+  AND s.version = w.version AND s.message_id = w.message_id
+RETURNING s.message_id;
+
+-- name: outbox_to_rewrap
+-- The next page (keyset on id) of pending bearers sealed under another key than $1.
+SELECT id, client_id, backup_method, pair_id, bearer_sealed FROM outbox
+WHERE bearer_sealed IS NOT NULL AND key_id IS DISTINCT FROM $1 AND id > $2
+ORDER BY id
+LIMIT $3;
+
+-- name: rewrap_outbox
+-- Re-sealed bearers go back only where the row still holds the bearer that was read (a settled
+-- row holds none) and no sender has claimed it right now (SKIP LOCKED).
+WITH wanted AS (
+    SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS w(id, old, new)
+), free AS (
+    SELECT o.id FROM outbox o JOIN wanted w USING (id)
+    WHERE o.bearer_sealed = w.old
+    ORDER BY o.id
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE outbox o SET bearer_sealed = w.new
+FROM wanted w JOIN free f USING (id)
+WHERE o.id = w.id AND o.bearer_sealed = w.old
+RETURNING o.id;
+
+-- name: shares_by_method
+-- Stored shares by kind and backup method (stats).
+SELECT kind, backup_method, count(*) AS n FROM shares
+GROUP BY kind, backup_method ORDER BY kind, backup_method;
+
+-- name: outbox_summary
+-- Reports by status, with the age in seconds of the oldest row of each status (stats).
+SELECT status, count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS oldest
+FROM outbox GROUP BY status ORDER BY status;

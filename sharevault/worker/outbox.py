@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sharevault.config import Settings
 from sharevault.crypto import DecryptError, Keyring
+from sharevault.metrics import OUTBOX_OLDEST_SECONDS, OUTBOX_PENDING
 from sharevault.portal import PortalClient, PortalRejected, PortalUnavailable
 from sharevault.schemas import bearer_identity
 from sharevault.store import TRANSIENT_ERRORS, OutboxOutcome, OutboxRow, Store
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 _JITTER = random.SystemRandom()
 # Many rows told "Retry-After: n" at once should not all come back in the same instant.
 RETRY_AFTER_SPREAD = 0.1
+GAUGE_EVERY = 5.0
 
 
 def backoff(attempts: int, initial: float, cap: float) -> float:
@@ -45,6 +48,7 @@ class OutboxSender:
         self.expired = 0
         # True while reports are on the wire: stopping then waits for Portal's answers.
         self.sending = False
+        self._sampled = -GAUGE_EVERY
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due reports until `stop` is set; the batch in hand is finished, not dropped."""
@@ -59,9 +63,21 @@ class OutboxSender:
                 # Keep reporting alive whatever one round hit; rows stay pending and are retried.
                 log.exception("outbox: unexpected error")
                 handled = 0
+            await self._sample_gauges()
             if handled < limit:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._settings.outbox_poll_interval)
+
+    async def _sample_gauges(self) -> None:
+        """Pending reports and the oldest one's age, for /metrics (at most every few seconds)."""
+        now = time.monotonic()
+        if now - self._sampled < GAUGE_EVERY:
+            return
+        self._sampled = now
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            pending, oldest = (await self._store.outbox_summary()).get("pending", (0, 0.0))
+            OUTBOX_PENDING.set(pending)
+            OUTBOX_OLDEST_SECONDS.set(oldest)
 
     async def _send_all(self, rows: list[OutboxRow]) -> list[OutboxOutcome]:
         self.sending = True

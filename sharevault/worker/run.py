@@ -8,11 +8,14 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import start_http_server
+
 from sharevault.broker import Broker
 from sharevault.config import Settings, mask_url
 from sharevault.crypto import Keyring
 from sharevault.store import open_store
 from sharevault.worker.consumer import ShareWorker
+from sharevault.worker.outbox import running_outbox
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +24,14 @@ log = logging.getLogger(__name__)
 async def open_worker(settings: Settings) -> AsyncIterator[ShareWorker]:
     """A worker with its own pool and broker connection, closed with the block."""
     log.info("worker starting: database %s", mask_url(settings.database_url))
+    keyring = Keyring(settings.keyring)
+    # One connection more than before: the outbox sender holds one while Portal answers.
     async with (
-        open_store(settings.database_url.get_secret_value(), size=2, min_size=0) as store,
-        Broker(
-            settings.amqp_url.get_secret_value(), settings.amqp_prefix, name="sharevault-worker"
-        ) as broker,
+        open_store(settings.database_url.get_secret_value(), size=3, min_size=0) as store,
+        Broker.from_settings(settings, name="sharevault-worker") as broker,
+        running_outbox(settings, store, keyring),
     ):
-        yield ShareWorker(settings, store, broker, Keyring(settings.keyring))
+        yield ShareWorker(settings, store, broker, keyring)
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -37,5 +41,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    if settings.worker_metrics_port:
+        # A thread of prometheus_client's own: /metrics answers even while the loop is busy.
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     async with open_worker(settings) as worker:
         await worker.run(stop)
