@@ -34,7 +34,19 @@ class WrappedShare(BaseModel):
 class ClientBackup(BaseModel):
     """`POST …/clients/{clientId}/backup`: one of the three shapes seen in the wild."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+        # Published as it is validated: exactly one of the three share fields.
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["backupShare"]},
+                {"required": ["data"]},
+                {"required": ["cipherText"]},
+            ]
+        },
+    )
 
     backup_share: ShareText | None = Field(default=None, alias="backupShare")
     data: WrappedShare | None = None

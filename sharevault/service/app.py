@@ -73,7 +73,10 @@ def create_app(settings: Settings) -> web.Application:
     webhooks.add_routes(app, settings.webhook_root)
     clients.add_routes(app, settings.client_root)
     openapi.add_routes(
-        app, openapi.health_operations() + openapi.webhook_operations(settings.webhook_root)
+        app,
+        openapi.health_operations()
+        + openapi.webhook_operations(settings.webhook_root)
+        + openapi.client_operations(settings.client_root),
     )
     docs.add_routes(app)
     metrics.add_routes(app)

@@ -9,6 +9,8 @@ from pydantic import BaseModel
 
 from sharevault.schemas import (
     AcceptedAnswer,
+    ClientBackup,
+    ClientBackupAnswer,
     ErrorBody,
     WebhookBackup,
     WebhookFetch,
@@ -19,6 +21,7 @@ REF = "#/components/schemas/{model}"
 ERRORS = {
     "400": "Body is not valid JSON",
     "401": "Missing or wrong credentials",
+    "404": "No share matches",
     "403": "Caller not allowed (address allowlist, or another client's data)",
     "413": "Body too large",
     "415": "Content-Type is not application/json",
@@ -110,6 +113,41 @@ def webhook_operations(root: str) -> list[Operation]:
             answer=WebhookFetchAnswer,
             security="webhookSecret",
             errors=write_errors,
+        ),
+    ]
+
+
+def client_operations(root: str) -> list[Operation]:
+    path = f"{root}/clients/{{clientId}}/backup"
+    client_id = {
+        "name": "clientId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    }
+    query = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+        for name in ("backupMethod", "backupSharePairId")
+    ]
+    return [
+        Operation(
+            "post",
+            path,
+            "Store the caller's client backup share (the wallet app calls this)",
+            body=ClientBackup,
+            answer=AcceptedAnswer,
+            security="portalBearer",
+            errors=("400", "401", "403", "413", "415", "422", "503"),
+            parameters=[client_id],
+        ),
+        Operation(
+            "get",
+            path,
+            "The caller's client backup share, for recovery",
+            answer=ClientBackupAnswer,
+            security="portalBearer",
+            errors=("401", "403", "404", "422", "503"),
+            parameters=[client_id, *query],
         ),
     ]
 

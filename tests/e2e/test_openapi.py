@@ -16,8 +16,10 @@ from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from sharevault.config import Settings
+from sharevault.testing import FakePortal
 from tests.conftest import WorkerHandle, process_env
 from tests.leakcheck import subprocess_log
+from tests.portal_fixtures import TOKEN_A
 
 FUZZ_CASES = 1000
 
@@ -30,7 +32,13 @@ async def test_openapi_document_is_valid_and_covers_every_route(
     spec = await resp.json()
     validate(spec)
     assert spec["openapi"].startswith("3.1")
-    assert {"/webhook/backup", "/webhook/backup/fetch", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {
+        "/webhook/backup",
+        "/webhook/backup/fetch",
+        "/portal/clients/{clientId}/backup",
+        "/healthz",
+        "/readyz",
+    } <= set(spec["paths"])
     backup = spec["paths"]["/webhook/backup"]["post"]
     assert {"200", "400", "401", "413", "415", "422", "503"} <= set(backup["responses"])
 
@@ -52,10 +60,15 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def live_gateway(settings: Settings) -> AsyncIterator[str]:
-    """`sharevault serve` as a real process on a free port."""
+async def live_gateway(settings: Settings, fake_portal: FakePortal) -> AsyncIterator[str]:
+    """`sharevault serve` as a real process on a free port, proving bearers with a fake Portal."""
     port = free_port()
-    env = process_env(settings, SHAREVAULT_HTTP_PORT=str(port), SHAREVAULT_COMMIT_WAIT="1")
+    env = process_env(
+        settings,
+        SHAREVAULT_HTTP_PORT=str(port),
+        SHAREVAULT_COMMIT_WAIT="1",
+        SHAREVAULT_PORTAL_API_URL=fake_portal.url,
+    )
     log = subprocess_log("gateway")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sharevault", "serve", env=env, stdout=log, stderr=log
@@ -110,9 +123,16 @@ async def test_fuzzing_finds_no_5xx_and_no_spec_violation(
 ) -> None:
     secret = settings.webhook_secret.get_secret_value()
     with_secret = await run_schemathesis(
-        live_gateway, tmp_path / "auth.json", "-n", "300", "-H", f"X-Webhook-Secret: {secret}"
+        live_gateway,
+        tmp_path / "auth.json",
+        "-n",
+        "250",
+        "-H",
+        f"X-Webhook-Secret: {secret}",
+        "-H",
+        f"Authorization: Bearer {TOKEN_A}",
     )
-    without = await run_schemathesis(live_gateway, tmp_path / "anon.json", "-n", "200")
+    without = await run_schemathesis(live_gateway, tmp_path / "anon.json", "-n", "150")
     cases = [r["test_cases"]["generated"] for r in (with_secret, without)]
     assert sum(cases) >= FUZZ_CASES, cases
     for result in (with_secret, without):
