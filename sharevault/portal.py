@@ -113,11 +113,20 @@ class PortalClient:
             self._session = None
 
     async def _request(
-        self, method: str, path: str, *, bearer: str, body: BaseModel | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        bearer: str,
+        body: BaseModel | None = None,
+        request_id: str | None = None,
     ) -> PortalAnswer:
         if self._session is None:
             raise RuntimeError("PortalClient used outside `async with`")
-        kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {bearer}"}}
+        headers = {"Authorization": f"Bearer {bearer}"}
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        kwargs: dict[str, Any] = {"headers": headers}
         if body is not None:
             kwargs["json"] = body.model_dump(mode="json", by_alias=True)
         try:
@@ -149,15 +158,25 @@ class PortalClient:
                 f"GET {WHOAMI}: unexpected answer", status=answer.status
             ) from None
 
-    async def report_stored_v3(self, bearer: str, pair_ids: list[str]) -> int:
+    async def report_stored_v3(
+        self, bearer: str, pair_ids: list[str], *, request_id: str | None = None
+    ) -> int:
         """Tell Portal these backup share pairs are stored (v3); returns Portal's status."""
         body = StoredReportV3(backup_share_pair_ids=pair_ids)
-        return (await self._request("PATCH", REPORT_V3, bearer=bearer, body=body)).status
+        answer = await self._request(
+            "PATCH", REPORT_V3, bearer=bearer, body=body, request_id=request_id
+        )
+        return answer.status
 
-    async def report_stored_v2(self, bearer: str, backup_method: str) -> int:
+    async def report_stored_v2(
+        self, bearer: str, backup_method: str, *, request_id: str | None = None
+    ) -> int:
         """Tell Portal the client backup share of this method is stored (v1/v2 SDKs)."""
         body = StoredReportV2(backup_method=backup_method)
-        return (await self._request("PUT", REPORT_V2, bearer=bearer, body=body)).status
+        answer = await self._request(
+            "PUT", REPORT_V2, bearer=bearer, body=body, request_id=request_id
+        )
+        return answer.status
 
     async def register_webhook(self, api_key: str, url: str, secret: str) -> PortalAnswer:
         """Register the custodian webhook root and its secret with the custodian API key."""

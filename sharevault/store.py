@@ -70,6 +70,8 @@ class SealedRow:
     # Client shares: the Portal report owed once applied, and the sealed bearer to send it with.
     report_api: str | None = None
     bearer_sealed: bytes | None = field(default=None, repr=False)
+    # The HTTP request that produced it (X-Request-Id), carried on to the Portal report.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class OutboxRow:
     bearer_sealed: bytes | None = field(repr=False)
     attempts: int
     age: float
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,7 @@ class Store:
                     r["bearer_sealed"],
                     r["attempts"],
                     r["age"],
+                    r["request_id"],
                 )
                 for r in claimed
             ]
@@ -298,6 +302,7 @@ async def _owe_reports(conn: PoolConnectionProxy[Record], applied: list[SealedRo
             [r.identity.pair_id for r in owed],
             [r.report_api for r in owed],
             [r.bearer_sealed for r in owed],
+            [r.request_id for r in owed],
         )
 
 

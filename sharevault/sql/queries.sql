@@ -34,14 +34,16 @@ SELECT 1;
 -- name: outbox_insert
 -- One pending report per applied client share, in the share's own transaction; a message id that
 -- already has a row (redelivery, replay) never gets a second one.
-INSERT INTO outbox (message_id, client_id, backup_method, pair_id, report_api, bearer_sealed)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+INSERT INTO outbox (message_id, client_id, backup_method, pair_id, report_api, bearer_sealed,
+                    request_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
+                     $7::text[])
 ON CONFLICT (message_id) DO NOTHING;
 
 -- name: outbox_claim
 -- Due reports, locked for this sender until its transaction ends; other senders skip them.
 SELECT id, message_id, client_id, backup_method, pair_id, report_api, bearer_sealed, attempts,
-       extract(epoch FROM now() - created_at)::float8 AS age
+       extract(epoch FROM now() - created_at)::float8 AS age, request_id
 FROM outbox
 WHERE status = 'pending' AND next_attempt_at <= now()
 ORDER BY next_attempt_at

@@ -38,6 +38,7 @@ class Call:
     body: Any
     delivered: bool
     at: float
+    request_id: str | None = None
 
 
 @dataclass
@@ -184,6 +185,7 @@ class FakePortal:
                 _loggable(request.path, raw),
                 transport is not None and not transport.is_closing(),
                 time.monotonic(),
+                request.headers.get("X-Request-Id"),
             )
         )
         return resp

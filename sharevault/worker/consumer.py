@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sharevault.broker import Broker, BrokerUnavailable, Consuming, Lane, is_stale
 from sharevault.config import Settings
 from sharevault.crypto import DecryptError, Keyring
-from sharevault.logs import request_context
+from sharevault.logs import new_request_id, request_context
 from sharevault.metrics import (
     DEAD_LETTERS,
     WORKER_BATCH_SIZE,
@@ -179,7 +179,7 @@ class ShareWorker:
         except DecryptError:
             await self._dead_letter(delivery, Reason.UNDECRYPTABLE)
             return None
-        return Decoded(delivery, row)
+        return Decoded(delivery, replace(row, request_id=request_id_of(delivery)))
 
     async def _commit(self, decoded: list[Decoded], stop: asyncio.Event, *, hold: bool) -> None:
         """Upsert the batch and ack; a transient failure holds the batch while it can."""
@@ -248,7 +248,7 @@ def request_id_of(delivery: AbstractIncomingMessage) -> str:
     value = (delivery.headers or {}).get("x-request-id")
     if isinstance(value, bytes):  # AMQP long strings may arrive undecoded
         value = value.decode(errors="replace")
-    return value if isinstance(value, str) else "-"
+    return new_request_id(value if isinstance(value, str) else None)
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

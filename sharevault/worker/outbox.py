@@ -95,10 +95,15 @@ class OutboxSender:
             return OutboxOutcome(row.id, "failed", reason="bearer_undecryptable")
         identity = row.identity
         try:
+            rid = row.request_id
             if row.report_api == "v3" and identity.pair_id:
-                status = await self._portal.report_stored_v3(bearer, [identity.pair_id])
+                status = await self._portal.report_stored_v3(
+                    bearer, [identity.pair_id], request_id=rid
+                )
             else:
-                status = await self._portal.report_stored_v2(bearer, identity.backup_method)
+                status = await self._portal.report_stored_v2(
+                    bearer, identity.backup_method, request_id=rid
+                )
         except PortalRejected as exc:
             self.failed += 1
             log.warning("outbox: Portal refused report of message %s: %s", row.message_id, exc)

@@ -307,3 +307,22 @@ async def test_worker_sigkill_between_commit_and_report_reports_exactly_once(
     for log in (first_log, second_log):
         text = log.read_text(errors="replace")
         assert TOKEN_A not in text and share not in text
+
+
+async def test_the_request_id_reaches_portal_with_the_report(
+    gateway_factory: GatewayFactory,
+    worker_factory: Callable[..., WorkerHandle],
+    fast: Settings,
+    fake_portal: FakePortal,
+    db: asyncpg.Connection,
+) -> None:
+    worker_factory(fast)
+    gw = await gateway_factory(fast)
+    headers = bearer(TOKEN_A) | {"X-Request-Id": "app-request-7f3a"}
+    body = {"cipherText": "c", "backupMethod": "GDRIVE", "backupSharePairId": "p-rid"}
+    resp = await gw.post(f"/portal/clients/{CLIENT_A}/backup", json=body, headers=headers)
+    assert resp.status == 200
+    [row] = await settled(db, 1)
+    assert row["request_id"] == "app-request-7f3a"
+    [report] = fake_portal.reports()
+    assert report.request_id == "app-request-7f3a"
