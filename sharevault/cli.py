@@ -8,12 +8,20 @@ import sys
 
 import click
 
+from sharevault import otel
 from sharevault.config import ConfigError, Settings, load_settings, mask_url
 from sharevault.crypto import generate_keyring_value
 from sharevault.logs import setup_logging
 from sharevault.ops.commands import dlq, replay
 from sharevault.ops.keys import keys_status, rotate_key
 from sharevault.ops.stats import stats
+
+
+def _tracing(settings: Settings, service: str) -> None:
+    if settings.otel and not otel.configure(service):
+        logging.getLogger(__name__).warning(
+            "SHAREVAULT_OTEL is set but the `otel` extra is not installed; no tracing"
+        )
 
 
 def _settings() -> Settings:
@@ -66,6 +74,7 @@ def serve() -> None:
     from sharevault.service import create_app
 
     settings = _settings()
+    _tracing(settings, "sharevault-gateway")
     logging.getLogger(__name__).info(
         "gateway on %s:%d, database %s",
         settings.http_host,
@@ -81,6 +90,7 @@ def work() -> None:
     from sharevault.worker import run_worker
 
     settings = _settings()
+    _tracing(settings, "sharevault-worker")
     asyncio.run(run_worker(settings))
 
 

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     # Prometheus /metrics of a worker (0: off, the default, so that several can share a host).
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+    # OpenTelemetry tracing over OTLP (needs the `otel` extra; endpoint from OTEL_* variables).
+    otel: bool = False
 
     # Outage recovery (docs/queues.md). A message waiting longer than LIVE_TTL seconds in the live
     # queue moves (broker-side) to the backlog queue, which workers drain with a smaller share.

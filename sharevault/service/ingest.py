@@ -9,6 +9,7 @@ import uuid
 from aiohttp import web
 from pydantic import SecretStr
 
+from sharevault import otel
 from sharevault.broker import BrokerUnavailable
 from sharevault.crypto import Identity
 from sharevault.metrics import (
@@ -51,9 +52,12 @@ async def accept_share(
     try:
         started = time.perf_counter()
         try:
-            await app[BROKER].publish(
-                message, timeout=settings.publish_timeout, headers=propagation_headers(request)
-            )
+            with otel.span("sharevault.publish", request.headers, kind=identity.kind):
+                # Inside the span, so that the worker's span becomes its child.
+                headers = otel.inject(propagation_headers(request))
+                await app[BROKER].publish(
+                    message, timeout=settings.publish_timeout, headers=headers
+                )
         except BrokerUnavailable:
             PUBLISH_FAILURES.inc()
             raise

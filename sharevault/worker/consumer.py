@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from sharevault import otel
 from sharevault.broker import Broker, BrokerUnavailable, Consuming, Lane, is_stale
 from sharevault.config import Settings
 from sharevault.crypto import DecryptError, Keyring
@@ -217,9 +218,12 @@ class ShareWorker:
         self.applied += len(applied)
         WORKER_MESSAGES.labels("applied").inc(len(applied))
         WORKER_MESSAGES.labels("stale").inc(len(decoded) - len(applied))
-        if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(logging.DEBUG) or otel.active():
             for d in decoded:
-                with request_context(request_id_of(d.delivery)):
+                with (
+                    request_context(request_id_of(d.delivery)),
+                    otel.span("sharevault.store", d.delivery.headers, message_id=d.row.message_id),
+                ):
                     log.debug("stored message %s", d.row.message_id)
 
     async def _retry_later(

@@ -1,0 +1,1 @@
+"""Benchmark harness: drives sharevault like Portal does and measures it against baselines."""

@@ -1,0 +1,1 @@
+"""Small stand-alone programs a user would build instead, measured on the same workload."""

@@ -1,0 +1,27 @@
+"""The processes under test: sharevault's own commands and the baseline programs."""
+
+from __future__ import annotations
+
+from bench.measure import Ctx
+from bench.stack import Service, free_port, python
+
+
+def gateway(ctx: Ctx, name: str, commit_wait: float) -> Service:
+    """`python -m sharevault serve` on a free port, as deployed (default logging)."""
+    port = free_port()
+    env = ctx.env.sharevault_env("sv", http_port=str(port), commit_wait=str(commit_wait))
+    return Service(name, python("-m", "sharevault", "serve"), env, ctx.logdir, port)
+
+
+def worker(ctx: Ctx, name: str) -> Service:
+    """`python -m sharevault work`."""
+    return Service(
+        name, python("-m", "sharevault", "work"), ctx.env.sharevault_env("sv"), ctx.logdir
+    )
+
+
+def baseline_server(ctx: Ctx, module: str) -> Service:
+    """`python -m bench.baselines.<module> --port N` against the naive design's database."""
+    port = free_port()
+    argv = python("-m", f"bench.baselines.{module}", "--port", str(port))
+    return Service(module, argv, ctx.env.baseline_env("naive"), ctx.logdir, port)

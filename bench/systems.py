@@ -1,0 +1,136 @@
+"""Each system of the comparison, started as real processes and measured on the same workload."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bench.backlogs import QueueWatch, pending, purge_shares
+from bench.environment import log
+from bench.measure import Ctx, background, flatness, max_rate, open_loop
+from bench.profiling import profile_under_load
+from bench.services import baseline_server, gateway, worker
+from bench.stack import Service
+
+NAIVE_PARTS = ["app", "postgres"]
+SHAREVAULT_PARTS = ["gateway", "worker", "rabbitmq", "postgres"]
+ACCEPT_PARTS = ["gateway", "rabbitmq"]
+
+
+async def run_bare(ctx: Ctx) -> dict[str, Any]:
+    """(a) The HTTP ceiling."""
+    app = baseline_server(ctx, "bare").start()
+    try:
+        await app.wait_ready()
+        ctx.probe.follow_pid("app", app.pid)
+        log("bare aiohttp: maximum rate")
+        out = {"background_cpu_per_s": await background(ctx)}
+        out["max"] = await max_rate(ctx, app.url, ["app"], out["background_cpu_per_s"])
+        return out
+    finally:
+        ctx.probe.forget("app")
+        await app.stop()
+
+
+async def run_naive(ctx: Ctx, *, open_only: bool = False) -> dict[str, Any]:
+    """(b) Direct upserts, one transaction per request, pool 16: maximum, or the open loop."""
+    app = baseline_server(ctx, "naive").start()
+    try:
+        await app.wait_ready()
+        ctx.probe.follow_pid("app", app.pid)
+        if open_only:
+            log(f"naive direct write: open loop at {ctx.open_rate:.0f}/s")
+            return await open_loop(ctx, app.url, NAIVE_PARTS, ctx.env.dsn("naive"))
+        log("naive direct write: maximum rate")
+        out: dict[str, Any] = {"background_cpu_per_s": await background(ctx)}
+        out["max"] = await max_rate(ctx, app.url, NAIVE_PARTS, out["background_cpu_per_s"])
+        return out
+    finally:
+        ctx.probe.forget("app")
+        await app.stop()
+
+
+def open_rate(ctx: Ctx, slower_max: float) -> float:
+    """The open loop's rate: a fraction of the slower design's maximum, both can sustain it."""
+    if ctx.plan.open_fraction <= 0:
+        return ctx.plan.open_rate_cap
+    return round(min(ctx.plan.open_rate_cap, max(10.0, slower_max * ctx.plan.open_fraction)))
+
+
+async def run_sharevault(ctx: Ctx) -> dict[str, Any]:
+    """Gateway + worker end to end (read-your-writes on), then the gateway alone (storage down)."""
+    out: dict[str, Any] = {}
+    gw = gateway(ctx, "gateway-e2e", commit_wait=5.0).start()
+    wk = worker(ctx, "worker-e2e").start()
+    try:
+        await gw.wait_ready()
+        ctx.probe.follow_pid("gateway", gw.pid)
+        ctx.probe.follow_pid("worker", wk.pid)
+        log("sharevault end to end: maximum rate")
+        out["background_cpu_per_s"] = await background(ctx)
+        out["max"] = await max_rate(ctx, gw.url, SHAREVAULT_PARTS, out["background_cpu_per_s"])
+        naive_max = ctx.results["systems"]["naive"]["max"]["accepted_per_s"]
+        ctx.open_rate = open_rate(ctx, min(naive_max, out["max"]["accepted_per_s"]))
+        log(f"sharevault end to end: open loop at {ctx.open_rate:.0f}/s")
+        out["open"] = await open_loop(ctx, gw.url, SHAREVAULT_PARTS, ctx.env.dsn("sv"))
+        if ctx.plan.profile_s > 0:
+            log("sharevault end to end: py-spy profile (not a measurement)")
+            out["profile"] = await profile_under_load(
+                ctx, gw.url, {"gateway": gw.pid, "worker": wk.pid}, out["max"]["cpu_s_per_1000"]
+            )
+        if ctx.plan.soak_s > 0:
+            log(f"sharevault gateway soak: {ctx.plan.soak_s:.0f} s open loop")
+            out["soak"] = await soak(ctx, gw)
+        wk.check_alive()
+        gw.check_alive()
+    finally:
+        ctx.probe.forget("gateway")
+        await gw.stop()
+        await _drain_and_stop(ctx, wk)
+    out["accept_only"] = await run_accept_only(ctx)
+    return out
+
+
+async def _drain_and_stop(ctx: Ctx, wk: Service) -> None:
+    # Stop only once the queue is empty: what the gateway accepted gets stored.
+    async with QueueWatch() as watch:
+        for _ in range(300):
+            if await pending(watch, ctx.env.prefix) == 0:
+                break
+            await asyncio.sleep(0.2)
+    ctx.probe.forget("worker")
+    await wk.stop()
+
+
+async def run_accept_only(ctx: Ctx) -> dict[str, Any]:
+    """Storage down: no worker, the gateway answers after the broker's confirm (COMMIT_WAIT=0)."""
+    gw = gateway(ctx, "gateway-accept", commit_wait=0.0).start()
+    try:
+        await gw.wait_ready()
+        ctx.probe.follow_pid("gateway", gw.pid)
+        log("sharevault, storage down (accept after confirm): maximum rate")
+        idle = await background(ctx)
+        return {
+            "background_cpu_per_s": idle,
+            "max": await max_rate(ctx, gw.url, ACCEPT_PARTS, idle),
+        }
+    finally:
+        ctx.probe.forget("gateway")
+        await gw.stop()
+        await purge_shares(ctx)
+
+
+async def soak(ctx: Ctx, gw: Service) -> dict[str, Any]:
+    """Gateway RSS over a long open-loop run: it must stay flat."""
+    t0 = ctx.probe.now()
+    # Half the open loop's rate: a load it sustains, so RSS shows leaks rather than a queue.
+    result = await open_loop(
+        ctx,
+        gw.url,
+        SHAREVAULT_PARTS,
+        ctx.env.dsn("sv"),
+        rate=max(1.0, ctx.open_rate / 2),
+        seconds=ctx.plan.soak_s,
+    )
+    series = [(t - t0, mb) for t, mb in ctx.probe.series["gateway"] if t >= t0]
+    return {"open": result, "gateway_rss_mb": series, "flatness": flatness(series)}
