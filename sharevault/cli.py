@@ -7,6 +7,7 @@ import logging
 import sys
 
 import click
+import uvloop
 
 from sharevault import otel
 from sharevault.config import ConfigError, Settings, load_settings, mask_url
@@ -81,7 +82,14 @@ def serve() -> None:
         settings.http_port,
         mask_url(settings.database_url),
     )
-    web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port, print=None)
+    # uvloop: the event loop and socket writes are a third of the gateway's CPU per request.
+    web.run_app(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
 
 
 @main.command()
@@ -91,7 +99,7 @@ def work() -> None:
 
     settings = _settings()
     _tracing(settings, "sharevault-worker")
-    asyncio.run(run_worker(settings))
+    uvloop.run(run_worker(settings))
 
 
 @main.command("register-webhook")
