@@ -10,9 +10,10 @@ import click
 import uvloop
 
 from sharevault import otel
-from sharevault.config import ConfigError, Settings, load_settings, mask_url
+from sharevault.config import Settings, mask_url
 from sharevault.crypto import generate_keyring_value
 from sharevault.logs import setup_logging
+from sharevault.ops.cliutil import settings_or_exit
 from sharevault.ops.commands import dlq, replay
 from sharevault.ops.keys import keys_status, rotate_key
 from sharevault.ops.stats import stats
@@ -23,14 +24,6 @@ def _tracing(settings: Settings, service: str) -> None:
         logging.getLogger(__name__).warning(
             "SHAREVAULT_OTEL is set but the `otel` extra is not installed; no tracing"
         )
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
 
 
 @click.group()
@@ -53,7 +46,7 @@ def migrate() -> None:
     from sharevault.store import ensure_database
     from sharevault.store import migrate as apply
 
-    settings = _settings()
+    settings = settings_or_exit()
     dsn = settings.database_url.get_secret_value()
 
     async def go() -> list[str]:
@@ -74,7 +67,7 @@ def serve() -> None:
 
     from sharevault.service import create_app
 
-    settings = _settings()
+    settings = settings_or_exit()
     _tracing(settings, "sharevault-gateway")
     logging.getLogger(__name__).info(
         "gateway on %s:%d, database %s",
@@ -97,7 +90,7 @@ def work() -> None:
     """Run a worker until SIGTERM/SIGINT; it finishes the batch in hand before exiting."""
     from sharevault.worker import run_worker
 
-    settings = _settings()
+    settings = settings_or_exit()
     _tracing(settings, "sharevault-worker")
     uvloop.run(run_worker(settings))
 
@@ -115,7 +108,7 @@ def register_webhook(root_url: str) -> None:
 
     from sharevault.portal import PortalClient, PortalError, PortalRejected, with_retries
 
-    settings = _settings()
+    settings = settings_or_exit()
     if settings.portal_api_key is None:
         click.echo("configuration error: SHAREVAULT_PORTAL_API_KEY is required", err=True)
         sys.exit(2)

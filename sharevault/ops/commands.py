@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sharevault.config import ConfigError, Settings, load_settings
+from sharevault.ops.cliutil import run_or_exit, settings_or_exit
 from sharevault.ops.times import parse_time, show
 
 if TYPE_CHECKING:
@@ -38,25 +37,6 @@ class TimeParam(click.ParamType[Any, datetime]):
 
 
 TIME = TimeParam()
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
-
-
-def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; a broker that is not there ends the command with one clear line."""
-    from sharevault.broker import BrokerUnavailable
-
-    try:
-        return asyncio.run(work())
-    except BrokerUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
 
 
 def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -88,13 +68,13 @@ def _sweep(selection: Selection, action: Action) -> Sweep:
     from sharevault.broker import Broker
     from sharevault.ops.dlq import sweep
 
-    settings = _settings()
+    settings = settings_or_exit()
 
     async def go() -> Sweep:
         async with Broker.from_settings(settings, name="sharevault-dlq", robust=False) as broker:
             return await sweep(broker, selection, action, timeout=settings.publish_timeout)
 
-    result = _run(go)
+    result = run_or_exit(go)
     if not result.complete:
         click.echo(
             f"warning: the DLQ changed during the pass ({result.seen} of {result.total} "
@@ -217,7 +197,7 @@ def replay(
     from sharevault.ops.replay import ReplayRange, ReplaySummary, replay_journal
     from sharevault.store import open_store
 
-    settings = _settings()
+    settings = settings_or_exit()
     bar = _Bar()
 
     async def go() -> ReplaySummary:
@@ -233,7 +213,7 @@ def replay(
             )
 
     try:
-        summary = _run(go)
+        summary = run_or_exit(go)
     finally:
         bar.close()
     data = {
