@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -49,16 +47,3 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return process_env(
         settings, **{f"SHAREVAULT_{n.upper()}": str(getattr(settings, n)) for n in names}
     )
-
-
-async def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll until `check()` (sync or async) is truthy; fail the test after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)

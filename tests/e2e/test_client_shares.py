@@ -27,8 +27,8 @@ from tests.portal_fixtures import (
     TOKEN_B,
     bearer,
     portal_settings,
-    wait_for,
 )
+from tests.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]
 
@@ -245,7 +245,7 @@ async def test_no_token_or_cipher_text_in_any_log(
 
 
 async def _wait_reported(fake: FakePortal) -> None:
-    await wait_for(lambda: fake.reports())
+    await eventually(lambda: fake.reports())
 
 
 async def test_the_driver_acts_as_portal_and_as_an_app(client_gateway: Gateway) -> None:

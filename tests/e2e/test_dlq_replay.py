@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.backupload import Client
 from tests.conftest import AMQP_URL, WorkerHandle, seal_message, secret_headers
 from tests.leakcheck import sensitive
 from tests.processes import outage_env, run_cli
+from tests.waiting import eventually
 
 SECRET_SHARE = "dlq-share-secret-never-printed"
 sensitive(SECRET_SHARE)
@@ -44,18 +44,6 @@ async def broker(settings: Settings) -> AsyncIterator[Broker]:
     async with Broker.from_settings(settings, name="test") as b:
         await b.wait_ready(10)
         yield b
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def post(gateway: Client, client_id: str, share: str) -> dict[str, Any]:

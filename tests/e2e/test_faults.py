@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import signal
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from sharevault.crypto import Identity
 from sharevault.service import create_app
 from tests.conftest import AMQP_URL, WorkerHandle, process_env, seal_message, secret_headers
 from tests.leakcheck import subprocess_log
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -49,18 +48,6 @@ def spawn_worker(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[b
         proc.wait(10)
     for log in logs:
         log.close()
-
-
-async def poll(check: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def backends_waiting_on_lock(db: asyncpg.Connection) -> int:
@@ -99,14 +86,14 @@ async def test_worker_sigkill_between_publish_and_commit_loses_nothing(
     answer = await resp.json()
     assert answer["status"] == "queued"
     # The worker has the message and is inside its transaction, blocked before commit.
-    await poll(lambda: backends_waiting_on_lock(db))
+    await eventually(lambda: backends_waiting_on_lock(db))
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     await table_lock.close()
     assert await db.fetchval("SELECT count(*) FROM shares") == 0
 
     second = spawn_worker()
-    await poll(lambda: db.fetchval("SELECT count(*) FROM shares"))
+    await eventually(lambda: db.fetchval("SELECT count(*) FROM shares"))
     rows = await db.fetch("SELECT message_id FROM shares WHERE client_id = 'cl-kill'")
     assert [r["message_id"] for r in rows] == [answer["messageId"]]
     fetched = await gateway.post(
@@ -132,7 +119,7 @@ async def test_poison_messages_go_to_the_dead_letter_queue_with_a_reason(
     await publisher.publish(seal_message(foreign, identity, b"x", version=1), timeout=5)
     good = seal_message(settings, identity, b"good", version=2)
     await publisher.publish(good, timeout=5)
-    await poll(lambda: worker.acked + worker.dead_lettered >= 3)
+    await eventually(lambda: worker.acked + worker.dead_lettered >= 3)
     assert worker.dead_lettered == 2
     assert await db.fetchval("SELECT message_id FROM shares") == good.message_id
 
@@ -164,14 +151,14 @@ async def test_database_failure_holds_the_batch_and_resumes_without_redelivery(
     ).status == 200
     # Kill the worker's database session twice while it is blocked: a transient failure.
     for _ in range(2):
-        await poll(lambda: backends_waiting_on_lock(db))
+        await eventually(lambda: backends_waiting_on_lock(db))
         await db.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
     await table_lock.close()
-    await poll(lambda: db.fetchval("SELECT count(*) FROM shares"))
-    await poll(lambda: worker.acked == 1)
+    await eventually(lambda: db.fetchval("SELECT count(*) FROM shares"))
+    await eventually(lambda: worker.acked == 1)
     assert worker.worker is not None
     assert worker.worker.redelivered == 0, "the batch must be held, not bounced through the broker"
     assert worker.worker.applied == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 
@@ -11,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from sharevault.logs import install_request_ids
 from tests.conftest import WEBHOOK_SECRET, WorkerHandle, secret_headers
+from tests.waiting import eventually
 
 
 def sample_value(text: str, name: str, **labels: str) -> float:
@@ -22,14 +22,6 @@ def sample_value(text: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-async def acked(worker: WorkerHandle, count: int) -> None:
-    for _ in range(200):
-        if worker.acked >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"worker acked {worker.acked}, expected {count}")
 
 
 async def scrape(gateway: TestClient) -> str:  # type: ignore[type-arg]
@@ -75,7 +67,9 @@ async def test_worker_and_read_your_writes_metrics_move(
             "/webhook/backup", json={**body, "share": share}, headers=secret_headers()
         )
         assert (await resp.json())["status"] == "committed"
-    await acked(worker, 2)  # the gateway answers at commit; the worker acks and counts just after
+    await eventually(
+        lambda: worker.acked >= 2
+    )  # the gateway answers at commit; the worker acks and counts just after
     after = await scrape(gateway)
 
     def delta(name: str, **labels: str) -> float:
@@ -102,7 +96,7 @@ async def test_request_id_travels_from_gateway_to_worker_logs(
     assert resp.status == 200
     assert resp.headers["X-Request-Id"] == "req-trace-42"
     message_id = (await resp.json())["messageId"]
-    await acked(worker, 1)  # the worker logs just after it acks
+    await eventually(lambda: worker.acked >= 1)  # the worker logs just after it acks
     tagged = [r for r in caplog.records if getattr(r, "request_id", None) == "req-trace-42"]
     gateway_lines = [r for r in tagged if r.name.startswith("sharevault.service")]
     worker_lines = [r for r in tagged if r.name.startswith("sharevault.worker")]

@@ -6,7 +6,6 @@ delivered more than a few times."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.conftest import AMQP_URL
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.pgcluster import PgCluster
 from tests.processes import WorkerProcess, outage_env
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -53,18 +53,6 @@ async def readiness(gateway: Client) -> tuple[int, dict[str, Any]]:
     return resp.status, await resp.json()
 
 
-async def wait_for(check: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_gateway_broker_cut_fails_fast_reconnects_and_loses_nothing(
     gateway_factory: Callable[..., Any],
     settings_factory: Callable[..., Settings],
@@ -79,7 +67,7 @@ async def test_gateway_broker_cut_fails_fast_reconnects_and_loses_nothing(
     async with BackupLoad(gateway, "gw-cut") as load:
         await load.until(lambda: load.total_acked >= 40)
         broker_proxy.cut()
-        _status, body = await wait_for(lambda: _unready(gateway, "broker"))
+        _status, body = await eventually(lambda: _unready(gateway, "broker"))
         assert body["checks"]["broker"] == "down"
         assert (
             "connection lost" in body["down"]["broker"] or "not connected" in body["down"]["broker"]
@@ -88,7 +76,7 @@ async def test_gateway_broker_cut_fails_fast_reconnects_and_loses_nothing(
         acked_during_cut = load.total_acked
         await asyncio.sleep(1.0)
         broker_proxy.restore()
-        await wait_for(lambda: _ready(gateway))
+        await eventually(lambda: _ready(gateway))
         await load.until(lambda: load.total_acked >= acked_during_cut + 40)
     print(
         f"\ngateway cut: {len(load.refusals)} refusals, slowest {max(load.refusals) * 1000:.0f} ms;"
@@ -131,14 +119,14 @@ async def test_worker_broker_cut_resumes_and_lost_acks_are_harmless(
         tx = lock.transaction()
         await tx.start()
         await lock.execute("LOCK TABLE shares IN EXCLUSIVE MODE")
-        await wait_for(lambda: _waiting_on_lock(db))
+        await eventually(lambda: _waiting_on_lock(db))
         # ...cut its broker link meanwhile, then let the commit through: the acks are lost.
         broker_proxy.cut()
         await asyncio.sleep(1.0)
         broker_proxy.restore()
         await tx.rollback()
         await lock.close()
-        await wait_for(lambda: "broker reconnected" in worker.output())
+        await eventually(lambda: "broker reconnected" in worker.output())
         before = load.answers["committed"]
         await load.until(lambda: load.answers["committed"] >= before + 20)
         # A second, plain cut under load.
@@ -198,14 +186,14 @@ async def test_database_stop_and_start_under_load_holds_then_resumes(
     async with BackupLoad(gateway, "pg-stop") as load:
         await load.until(lambda: load.answers["committed"] >= 20)
         pg_cluster.stop("immediate")  # like a crash: recovery at the next start
-        _status, body = await wait_for(lambda: _unready(gateway, "database"))
+        _status, body = await eventually(lambda: _unready(gateway, "database"))
         assert body["checks"] == {"broker": "ok", "database": "down"}
         # The broker still confirms: Portal gets 2xx ("queued"), durable in the queue.
         queued = load.answers["queued"]
         await load.until(lambda: load.answers["queued"] >= queued + 20)
-        await wait_for(lambda: "database DOWN" in worker.output())
+        await eventually(lambda: "database DOWN" in worker.output())
         pg_cluster.start()
-        await wait_for(lambda: _ready(gateway))
+        await eventually(lambda: _ready(gateway))
         before = load.answers["committed"]
         await load.until(lambda: load.answers["committed"] >= before + 20)
     assert set(load.statuses) == {200}, load.statuses

@@ -30,9 +30,9 @@ from tests.portal_fixtures import (
     TOKEN_B,
     bearer,
     portal_settings,
-    wait_for,
     worker_env,
 )
+from tests.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]
 GatewayFactory = Callable[..., Awaitable[Gateway]]
@@ -61,7 +61,7 @@ async def settled(db: asyncpg.Connection, count: int) -> list[dict[str, Any]]:
         finished = [r for r in rows if r["status"] != "pending"]
         return rows if len(finished) >= count else None
 
-    result: list[dict[str, Any]] = await wait_for(done)
+    result: list[dict[str, Any]] = await eventually(done)
     return result
 
 
@@ -110,7 +110,7 @@ async def test_each_stored_share_is_reported_exactly_once(
     for msg in (message, message, older):
         await publish_and_wait(publisher, worker, msg)
     await settled(db, 3)
-    await wait_for(lambda: len(fake_portal.reports()) >= 3)
+    await eventually(lambda: len(fake_portal.reports()) >= 3)
     assert [r["message_id"] for r in await outbox(db)] == [with_pair, without, "dup-1"]
     await _quiet(fast)
     assert len(fake_portal.reports(ok_only=False)) == 3
@@ -119,7 +119,7 @@ async def test_each_stored_share_is_reported_exactly_once(
 async def publish_and_wait(publisher: Broker, worker: WorkerHandle, msg: ShareMessage) -> None:
     acked = worker.acked
     await publisher.publish(msg, timeout=5)
-    await wait_for(lambda: worker.acked > acked)
+    await eventually(lambda: worker.acked > acked)
 
 
 async def _quiet(settings: Settings) -> None:
@@ -231,7 +231,7 @@ async def test_portal_down_shares_still_stored_reports_follow_its_return(
     async def all_tried() -> bool:
         return all(r["attempts"] >= 2 and r["status"] == "pending" for r in await outbox(db))
 
-    await wait_for(all_tried)
+    await eventually(all_tried)
     assert fake_portal.reports() == []
     fake_portal.heal()
     rows = await settled(db, 3)
@@ -280,7 +280,7 @@ async def test_worker_sigkill_between_commit_and_report_reports_exactly_once(
     fake_portal.delay = 60.0  # Portal hangs: the report is in flight when the worker dies
     share = "cipher-text-of-the-killed-worker-" + "k" * 40
     message_id = await post(gw, {"cipherText": share, "backupSharePairId": "p-kill"})
-    await wait_for(lambda: REPORT_V3 in fake_portal.arrivals)
+    await eventually(lambda: REPORT_V3 in fake_portal.arrivals)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     # The share is committed; its report is still owed (the attempt's transaction died with it).
@@ -298,7 +298,7 @@ async def test_worker_sigkill_between_commit_and_report_reports_exactly_once(
     assert report.body["backupSharePairIds"] == ["p-kill"]
     # Release the abandoned request: its answer never reached anyone.
     fake_portal.heal()
-    await wait_for(lambda: len(fake_portal.calls_to(REPORT_V3)) == 2)
+    await eventually(lambda: len(fake_portal.calls_to(REPORT_V3)) == 2)
     assert [c.delivered for c in fake_portal.calls_to(REPORT_V3)] == [True, False]
     assert len(fake_portal.reports()) == 1
     second.send_signal(signal.SIGTERM)

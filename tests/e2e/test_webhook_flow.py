@@ -25,6 +25,7 @@ from tests.conftest import (
     seal_message,
     secret_headers,
 )
+from tests.waiting import eventually
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -105,7 +106,7 @@ async def test_newer_share_overwrites_and_an_older_message_never_does(
     identity = Identity("custodian", "cl-v", "GDRIVE", "p")
     stale = seal_message(settings, identity, b"stale", version=1)
     await publisher.publish(stale, timeout=5)
-    await wait_until(lambda: worker.acked >= 3)
+    await eventually(lambda: worker.acked >= 3)
     assert (await fetch(gateway, "cl-v"))["backupShares"] == ["two"]
     assert await db.fetchval("SELECT count(*) FROM shares WHERE client_id = 'cl-v'") == 1
 
@@ -224,10 +225,3 @@ async def test_two_workers_store_each_message_once(
     assert sum(w.acked for w in workers) == 400
     assert sum(w.worker.applied for w in workers if w.worker) == 400
     assert all(w.acked > 0 for w in workers), "both workers should have taken messages"
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
