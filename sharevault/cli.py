@@ -63,9 +63,8 @@ def migrate() -> None:
 @main.command()
 def serve() -> None:
     """Run the gateway (HTTP) until SIGTERM/SIGINT."""
-    from aiohttp import web
-
     from sharevault.service import create_app
+    from sharevault.service.server import serve as serve_app
 
     settings = settings_or_exit()
     _tracing(settings, "sharevault-gateway")
@@ -76,13 +75,7 @@ def serve() -> None:
         mask_url(settings.database_url),
     )
     # uvloop: the event loop and socket writes are a third of the gateway's CPU per request.
-    web.run_app(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    uvloop.run(serve_app(create_app(settings), settings.http_host, settings.http_port))
 
 
 @main.command()

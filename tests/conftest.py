@@ -7,12 +7,15 @@ import asyncio
 import base64
 import json
 import os
+import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 
 from sharevault.broker import Broker, Topology, delete_topology
@@ -238,3 +241,43 @@ async def fake_portal() -> AsyncIterator[FakePortal]:
     async with FakePortal(api_key=PORTAL_API_KEY) as fake:
         register_clients(fake)
         yield fake
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def live_gateway(settings: Settings, fake_portal: FakePortal) -> AsyncIterator[str]:
+    """`sharevault serve` as a real process on a free port, proving bearers with a fake Portal."""
+    from tests.leakcheck import subprocess_log
+
+    port = free_port()
+    env = process_env(
+        settings,
+        SHAREVAULT_HTTP_PORT=str(port),
+        SHAREVAULT_COMMIT_WAIT="1",
+        SHAREVAULT_PORTAL_API_URL=fake_portal.url,
+    )
+    log = subprocess_log("gateway")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sharevault", "serve", env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"{url}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        assert await proc.wait() == 0, "the gateway should shut down cleanly on SIGTERM"
+        log.close()

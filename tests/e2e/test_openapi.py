@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from sharevault.config import Settings
-from sharevault.testing import FakePortal
-from tests.conftest import WorkerHandle, process_env
-from tests.leakcheck import subprocess_log
+from tests.conftest import WorkerHandle
 from tests.portal_fixtures import TOKEN_A
 
 FUZZ_CASES = 1000
@@ -51,44 +45,6 @@ async def test_docs_page_renders_swagger_ui(gateway: TestClient) -> None:  # typ
     asset = await gateway.get("/docs/swagger-ui-bundle.js")
     assert asset.status == 200
     assert len(await asset.read()) > 100_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-async def live_gateway(settings: Settings, fake_portal: FakePortal) -> AsyncIterator[str]:
-    """`sharevault serve` as a real process on a free port, proving bearers with a fake Portal."""
-    port = free_port()
-    env = process_env(
-        settings,
-        SHAREVAULT_HTTP_PORT=str(port),
-        SHAREVAULT_COMMIT_WAIT="1",
-        SHAREVAULT_PORTAL_API_URL=fake_portal.url,
-    )
-    log = subprocess_log("gateway")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sharevault", "serve", env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(f"{url}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except OSError:
-                    pass
-                await asyncio.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        await proc.wait()
-        log.close()
 
 
 async def run_schemathesis(url: str, report: Path, *args: str) -> dict[str, Any]:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession
 
 from sharevault.config import Settings
 from sharevault.service.auth import secret_matches
 from tests.conftest import PREVIOUS_SECRET, WEBHOOK_SECRET, WorkerHandle, secret_headers
+from tests.leakcheck import sensitive
 
 BODY = {"clientId": "cl-sec", "backupMethod": "GDRIVE", "share": "s"}
 
@@ -79,3 +83,39 @@ def test_secret_comparison_is_constant_time_and_checks_every_secret(
     assert secret_matches(b"nope", [b"one", b"two"]) is False
     # Both secrets compared every time, through hmac.compare_digest, whatever matched first.
     assert calls == [(b"one", b"one"), (b"one", b"two"), (b"nope", b"one"), (b"nope", b"two")]
+
+
+async def raw_request(url: str, data: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    await writer.drain()
+    answer = await reader.read(65536)
+    writer.close()
+    return answer
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # A header line over aiohttp's limit, holding something secret-looking.
+        "POST /webhook/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {big}\r\n",
+        # A request line over the limit.
+        "POST /webhook/backup?{big} HTTP/1.1\r\nHost: x\r\n",
+        # Garbage instead of HTTP.
+        "\x16\x03\x01 not http {big}\r\n",
+    ],
+)
+async def test_malformed_http_gets_json_and_echoes_nothing(live_gateway: str, head: str) -> None:
+    big = "tok" + "Q" * 20_000
+    sensitive(big[:64])  # nor may any of it reach a log line (tests/leakcheck.py)
+    answer = await raw_request(live_gateway, (head.format(big=big) + "\r\n").encode())
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"400"
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"application/json" in headers
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert b"QQQQ" not in answer
+    # The gateway still serves the next caller.
+    async with ClientSession() as session, session.get(f"{live_gateway}/healthz") as resp:
+        assert resp.status == 200
