@@ -21,7 +21,10 @@ from aio_pika.abc import (
 
 # Seconds to wait for the broker to answer a cancel or close before going on without it.
 CLOSE_WAIT = 5.0
-CONNECT_ERRORS = (TimeoutError, OSError, aiormq.exceptions.AMQPError)
+# aiormq raises StopAsyncIteration when the socket is already at EOF as the handshake starts (a
+# broker or proxy that accepts and drops the connection); inside an async generator Python would
+# turn it into a RuntimeError that kills the worker, so it is a connect error like the others.
+CONNECT_ERRORS = (TimeoutError, OSError, aiormq.exceptions.AMQPError, StopAsyncIteration)
 
 
 class ConsumingLost(Exception):
@@ -49,7 +52,7 @@ async def consume_lanes(url: str, name: str, lanes: Sequence[Lane]) -> AsyncIter
             tag = await queue.consume(lane.handler, no_ack=False)
             session.consumers.append((queue, tag))
         yield session
-    except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+    except (aiormq.exceptions.AMQPError, ConnectionError, StopAsyncIteration) as exc:
         raise ConsumingLost(f"connection lost: {type(exc).__name__}") from None
     finally:
         with contextlib.suppress(Exception):
