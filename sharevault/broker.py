@@ -19,6 +19,7 @@ from aio_pika.abc import (
     AbstractExchange,
     FieldValue,
 )
+from aio_pika.connection import make_url
 
 from sharevault.config import Settings
 from sharevault.consuming import (
@@ -60,6 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CONNECT_ERRORS = CONNECT_ERRORS
+CONNECT_ATTEMPT = 15.0  # seconds one connection attempt may take, handshake included
 _PUBLISH_ERRORS = (
     aio_pika.exceptions.DeliveryError,
     aio_pika.exceptions.PublishError,
@@ -164,11 +166,17 @@ class Broker:
     async def _connect_forever(self) -> None:
         delay = 0.2
         while True:
+            # Built by hand rather than with connect_robust, so that an attempt that hangs (seen
+            # behind a proxy that resets every handshake) is bounded and its connection closed.
+            conn = aio_pika.RobustConnection(
+                make_url(self._url, reconnect_interval=1), **self._props()
+            )
             try:
-                conn = await aio_pika.connect_robust(
-                    self._url, timeout=5, reconnect_interval=1, **self._props()
-                )
+                async with asyncio.timeout(CONNECT_ATTEMPT):
+                    await conn.connect(timeout=5)
             except _CONNECT_ERRORS as exc:
+                with contextlib.suppress(Exception):
+                    await conn.close()
                 self._last_error = f"unreachable: {type(exc).__name__}"
                 log.warning("broker unreachable (%s), retrying in %.1fs", type(exc).__name__, delay)
             else:
