@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from sharevault.config import Settings
+from sharevault.testing.processes import WORKER_STATS as STATS
 from tests.conftest import process_env
 from tests.leakcheck import subprocess_log
-
-STATS = re.compile(
-    r"worker stopped: (?P<acked>\d+) acked, (?P<applied>\d+) applied, (?P<retried>\d+) retried "
-    r"later, (?P<dead>\d+) dead-lettered, (?P<redelivered>\d+) redelivered, max deliveries of "
-    r"one message (?P<max_deliveries>\d+)"
-)
 
 
 def outage_env(settings: Settings, **extra: str) -> dict[str, str]:
