@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -26,6 +27,9 @@ from sharevault.service import create_app
 from sharevault.store import migrate
 from sharevault.testing import FakePortal
 from sharevault.worker import ShareWorker, open_worker
+
+if TYPE_CHECKING:
+    from tests.processes import WorkerProcess
 
 pytest_plugins = ["tests.leakcheck"]
 
@@ -281,3 +285,19 @@ async def live_gateway(settings: Settings, fake_portal: FakePortal) -> AsyncIter
         proc.terminate()
         assert await proc.wait() == 0, "the gateway should shut down cleanly on SIGTERM"
         log.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
+    """`sharevault work` processes started by the test, killed at its end."""
+    from tests.processes import WorkerProcess
+
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str]) -> WorkerProcess:
+        started.append(WorkerProcess(env))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.kill()

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -37,19 +37,6 @@ SHARE = "live-first-backlog-share-" + "s" * 2000
 LIVE_TTL = float(os.environ.get("SHAREVAULT_TEST_LIVE_TTL", "0.5"))
 PROBE_EVERY = 0.25
 FIFO_TTL = 30.0
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(env: dict[str, str]) -> WorkerProcess:
-        started.append(WorkerProcess(env))
-        return started[-1]
-
-    yield start
-    for proc in started:
-        proc.kill()
 
 
 async def publish_backlog(settings: Settings, count: int, prefix: str) -> float:

@@ -35,19 +35,6 @@ def proxied(proxy: FaultProxy) -> str:
     return proxy.url("amqp", AMQP_URL.split("//", 1)[1].split("@", 1)[0])
 
 
-@pytest.fixture
-def workers() -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(env: dict[str, str]) -> WorkerProcess:
-        started.append(WorkerProcess(env))
-        return started[-1]
-
-    yield start
-    for proc in started:
-        proc.kill()
-
-
 async def readiness(gateway: Client) -> tuple[int, dict[str, Any]]:
     resp = await gateway.get("/readyz")
     return resp.status, await resp.json()
