@@ -308,14 +308,10 @@ class Broker:
 
     async def queue_depth(self, name: str) -> int:
         """Messages ready in a queue (not counting unacked ones)."""
-        if self._connection is None:
-            raise BrokerUnavailable("broker not connected")
-        channel = await self._connection.channel()
-        try:
-            declared = await channel.declare_queue(name, passive=True)
-            return int(declared.declaration_result.message_count or 0)
-        finally:
-            await channel.close()
+        counts = await self.queue_counts(name)
+        if counts is None:
+            raise BrokerUnavailable(f"queue {name} does not exist")
+        return counts[0]
 
     async def queue_counts(self, name: str) -> tuple[int, int] | None:
         """(messages ready, consumers) of a queue, None when it does not exist (`stats`)."""
