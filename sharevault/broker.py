@@ -21,6 +21,7 @@ from aio_pika.abc import (
 )
 from aio_pika.connection import make_url
 
+from sharevault.coalescing import Coalescer, Coalescing
 from sharevault.config import Settings
 from sharevault.consuming import (
     CLOSE_WAIT,
@@ -34,6 +35,7 @@ from sharevault.consuming import (
     read_queue,
 )
 from sharevault.schemas import ShareMessage
+from sharevault.schemas.message import SINGLE_CONTENT_TYPE
 from sharevault.topology import (
     QUORUM,
     SHARE_KEY,
@@ -87,6 +89,7 @@ class Broker:
         name: str = "sharevault",
         options: QueueOptions | None = None,
         robust: bool = True,
+        coalescing: Coalescing | None = None,
     ) -> None:
         self._url = url
         self.topology = Topology(prefix)
@@ -102,6 +105,12 @@ class Broker:
         self._down_since: float | None = time.time()
         self._last_error = "not connected yet"
         self._closing = False
+        self._coalescer = Coalescer(
+            self.publish_raw,
+            SHARE_KEY,
+            coalescing or Coalescing(),
+            stopped=lambda: BrokerUnavailable("publisher stopped before the confirm"),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, name: str, robust: bool = True) -> Broker:
@@ -112,6 +121,11 @@ class Broker:
             name=name,
             options=QueueOptions.from_settings(settings),
             robust=robust,
+            coalescing=Coalescing(
+                linger=settings.publish_linger_ms / 1000,
+                max_shares=settings.publish_batch,
+                max_bytes=settings.publish_batch_bytes,
+            ),
         )
 
     async def __aenter__(self) -> Broker:
@@ -127,6 +141,7 @@ class Broker:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._coalescer.close(CLOSE_WAIT)
         self._closing = True
         if self._connect_task is not None:
             self._connect_task.cancel()
@@ -218,21 +233,10 @@ class Broker:
         self._down_since = None
         log.info("broker reconnected after %.1fs; consumers resume", down)
 
-    async def publish(
-        self,
-        message: ShareMessage,
-        *,
-        timeout: float,
-        headers: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Publish persistently and wait for the broker's confirm; BrokerUnavailable otherwise."""
-        await self.publish_raw(
-            message.model_dump_json().encode(),
-            message_id=message.message_id,
-            routing_key=SHARE_KEY,
-            timeout=timeout,
-            headers=headers,
-        )
+    async def publish(self, message: ShareMessage, *, timeout: float) -> None:
+        """Publish a share persistently (coalesced with those accepted alongside it, see
+        coalescing.py) and wait for the broker's confirm; BrokerUnavailable otherwise."""
+        await self._coalescer.publish(message, timeout=timeout)
 
     async def publish_raw(
         self,
@@ -244,6 +248,7 @@ class Broker:
         headers: Mapping[str, Any] | None = None,
         exchange: str | None = None,
         expiration: float | None = None,
+        content_type: str | None = SINGLE_CONTENT_TYPE,
     ) -> None:
         """Publish to `exchange` (default ingest, "" the default exchange) and await the confirm."""
         if not self.ready or self._exchange is None or self._channel is None:
@@ -251,7 +256,7 @@ class Broker:
         msg = aio_pika.Message(
             body,
             message_id=message_id,
-            content_type="application/json",
+            content_type=content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             timestamp=time.time(),
             headers=dict(headers or {}),

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     amqp_prefix: str = Field(default="sharevault", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # Gateway processes accepting on the port (SO_REUSEPORT), under one supervising `serve`.
+    http_processes: int = Field(default=1, ge=1, le=64)
     webhook_root: str = Field(default="/webhook", pattern=r"^(/[A-Za-z0-9_.\-]+)*$")
     client_root: str = Field(default="/portal", pattern=r"^(/[A-Za-z0-9_.\-]+)*$")
     webhook_secret: SecretStr
@@ -75,6 +77,12 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     publish_timeout: float = Field(default=2.0, gt=0, le=8)
+    # Shares accepted within PUBLISH_LINGER_MS of each other travel as one broker message (one
+    # confirm), up to PUBLISH_BATCH shares or PUBLISH_BATCH_BYTES; 0 ms: those accepted in the
+    # same event-loop pass. PUBLISH_BATCH=1 turns coalescing off.
+    publish_linger_ms: float = Field(default=1.0, ge=0, le=1000)
+    publish_batch: int = Field(default=32, ge=1, le=1000)
+    publish_batch_bytes: int = Field(default=1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     # How long /backup waits for the worker's commit before answering 2xx anyway (still durable).
     commit_wait: float = Field(default=5.0, ge=0, le=8)
     db_pool_size: int = Field(default=8, ge=1)

@@ -48,6 +48,10 @@ class DeadLetter:
     pair_id: str | None
     version: int | None
     size: int
+    # A batch the broker dead-lettered whole (delivery limit) carries several shares: the
+    # identity fields are its first share's, `clients` every client it holds.
+    shares: int = 1
+    clients: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, message_id: str, body: bytes, headers: Mapping[str, Any]) -> DeadLetter:
@@ -62,7 +66,9 @@ class DeadLetter:
             error = f"broker dead-lettered it from {latest.get('queue')}"
             last = _time(latest.get("time")) or last
             first = first or _time(deaths[-1].get("time"))
-        identity = _identity(body)
+        shares = _shares(body)
+        identity = shares[0] if shares else {}
+        clients = tuple(dict.fromkeys(str(s["client_id"]) for s in shares if "client_id" in s))
         return cls(
             message_id=message_id,
             reason=reason,
@@ -77,6 +83,8 @@ class DeadLetter:
             pair_id=identity.get("pair_id"),
             version=_int(identity.get("version")) if "version" in identity else None,
             size=len(body),
+            shares=max(len(shares), 1),
+            clients=clients,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -101,12 +109,19 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _identity(body: bytes) -> dict[str, Any]:
-    """The identity fields of a queue message, read leniently (a dead letter may be garbage)."""
+def _shares(body: bytes) -> list[dict[str, Any]]:
+    """The identity fields of each share of a queue message (one, or a batch), read leniently:
+    a dead letter may be garbage."""
     try:
         data = json.loads(body)
     except ValueError:
-        return {}
+        return []
+    if isinstance(data, dict) and isinstance(data.get("shares"), list):
+        return [_identity(item) for item in data["shares"]]
+    return [_identity(data)]
+
+
+def _identity(data: object) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     keys = ("client_id", "kind", "backup_method", "pair_id", "version")
@@ -124,7 +139,7 @@ class Selection:
     until: datetime | None = None
 
     def matches(self, letter: DeadLetter) -> bool:
-        if self.clients and letter.client_id not in self.clients:
+        if self.clients and self.clients.isdisjoint(letter.clients):
             return False
         if self.reasons and letter.reason not in self.reasons:
             return False
@@ -227,4 +242,5 @@ async def _settle(
         exchange=broker.topology.recover,
         headers=headers,
         timeout=timeout,
+        content_type=delivery.content_type,
     )

@@ -9,14 +9,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from aio_pika.abc import AbstractIncomingMessage, FieldValue
-from pydantic import ValidationError
 
 from sharevault.broker import Broker, BrokerUnavailable, Deliveries
-from sharevault.crypto import DecryptError, Keyring
+from sharevault.crypto import Keyring
 from sharevault.metrics import REPLAY_MESSAGES
 from sharevault.ops.times import to_micros
 from sharevault.store import SealedRow, Store
-from sharevault.worker.decode import open_message
+from sharevault.worker.decode import open_body
 
 MARKER = "x-sharevault-marker"
 OFFSET = "x-stream-offset"
@@ -73,16 +72,16 @@ async def replay_journal(
     rows: list[SealedRow] = []
     start: dict[str, FieldValue] = {OFFSET: selection.since}
     async with broker.reader(broker.topology.journal, prefetch=PREFETCH, arguments=start) as it:
+        started = False
         async for delivery in _until_marker(it, marker):
-            offset = _offset(delivery)
-            if summary.read == 0:
-                progress.start(max(end_offset - offset, 1))
-            summary.read += 1
-            row = _row(delivery.body, keyring, summary)
-            if row is not None and selection.selects(row):
-                rows.append(row)
-            elif row is not None:
-                summary.not_selected += 1
+            if not started:
+                progress.start(max(end_offset - _offset(delivery), 1))
+                started = True
+            for row in _rows(delivery, keyring, summary):
+                if selection.selects(row):
+                    rows.append(row)
+                else:
+                    summary.not_selected += 1
             if len(rows) >= batch_size:
                 await _store(store, rows, summary)
                 rows = []
@@ -130,16 +129,19 @@ def _offset(delivery: AbstractIncomingMessage) -> int:
     return int(value)
 
 
-def _row(body: bytes, keyring: Keyring, summary: ReplaySummary) -> SealedRow | None:
-    try:
-        row = open_message(body, keyring)
-    except (ValidationError, DecryptError):
-        summary.skipped += 1
-        REPLAY_MESSAGES.labels("skipped").inc()
-        return None
-    if summary.first_version is None:
-        summary.first_version = row.version
-    return row
+def _rows(
+    delivery: AbstractIncomingMessage, keyring: Keyring, summary: ReplaySummary
+) -> list[SealedRow]:
+    """The shares of one journal message (one, or a batch); counts what can never be stored."""
+    contents = open_body(delivery.body, keyring, content_type=delivery.content_type)
+    rows = [share.row for share in contents.opened]
+    summary.read += len(rows) + len(contents.flawed)
+    if contents.flawed:
+        summary.skipped += len(contents.flawed)
+        REPLAY_MESSAGES.labels("skipped").inc(len(contents.flawed))
+    if rows and summary.first_version is None:
+        summary.first_version = min(row.version for row in rows)
+    return rows
 
 
 async def _store(store: Store, rows: list[SealedRow], summary: ReplaySummary) -> None:

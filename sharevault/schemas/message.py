@@ -1,29 +1,53 @@
-"""The queue message: one sealed share, as the gateway publishes and the worker stores it."""
+"""The queue messages: one sealed share, or a batch of them coalesced by the gateway."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from sharevault.crypto import Identity
 from sharevault.schemas.common import BackupMethod, ClientId, PairIdStr
 
 KINDS = ("custodian", "client")
 BEARER_KIND = "bearer"
+# A message of this content type carries several shares: {"shares": [ShareMessage, ...]}.
+BATCH_CONTENT_TYPE = "application/vnd.sharevault.batch+json"
+SINGLE_CONTENT_TYPE = "application/json"
+# Header of a batch message: how many shares it carries (the worker sizes its batches by it).
+SHARES_HEADER = "x-sharevault-shares"
 
 
-def _check_base64(value: str) -> str:
+def _decode_base64(value: Any) -> Any:
+    # Decoded once, here: the model holds bytes, and JSON carries base64.
+    if not isinstance(value, str):
+        return value
     try:
-        base64.b64decode(value, validate=True)
+        return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("must be base64") from None
-    return value
 
 
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode()
+def _encode_base64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+# Strict: only a base64 string validates (raw bytes never come from JSON).
+Base64Bytes = Annotated[
+    bytes,
+    BeforeValidator(_decode_base64),
+    PlainSerializer(_encode_base64, return_type=str),
+]
 
 
 def bearer_identity(identity: Identity) -> Identity:
@@ -43,16 +67,14 @@ class ShareMessage(BaseModel):
     client_id: ClientId
     backup_method: BackupMethod
     pair_id: PairIdStr
-    sealed: str = Field(min_length=1, description="base64 of key_id ‖ nonce ‖ ciphertext")
+    sealed: Base64Bytes = Field(min_length=1, description="key_id ‖ nonce ‖ ciphertext")
     # Client shares only: which Portal report to send once stored, and the client's bearer to
     # send it with, sealed under `bearer_identity` (custodian messages carry neither).
     report_api: str | None = Field(default=None, pattern="^(v2|v3)$")
-    bearer_sealed: str | None = Field(default=None, min_length=1, repr=False)
-
-    @field_validator("sealed", "bearer_sealed")
-    @classmethod
-    def _is_base64(cls, value: str | None) -> str | None:
-        return None if value is None else _check_base64(value)
+    bearer_sealed: Base64Bytes | None = Field(default=None, min_length=1, repr=False)
+    # Request id and trace context of the HTTP request that brought it (ids, never secrets);
+    # a single message also has them as AMQP headers, a batch only here.
+    context: dict[str, str] | None = Field(default=None, repr=False)
 
     @model_validator(mode="after")
     def _report_needs_bearer(self) -> ShareMessage:
@@ -72,6 +94,7 @@ class ShareMessage(BaseModel):
         sealed: bytes,
         report_api: str | None = None,
         bearer_sealed: bytes | None = None,
+        context: dict[str, str] | None = None,
     ) -> ShareMessage:
         return cls(
             message_id=message_id,
@@ -80,19 +103,21 @@ class ShareMessage(BaseModel):
             client_id=identity.client_id,
             backup_method=identity.backup_method,
             pair_id=identity.pair_id,
-            sealed=base64.b64encode(sealed).decode(),
+            sealed=sealed,
             report_api=report_api,
-            bearer_sealed=_b64(bearer_sealed),
+            bearer_sealed=bearer_sealed,
+            context=context or None,
         )
 
-    @property
-    def sealed_bytes(self) -> bytes:
-        return base64.b64decode(self.sealed)
-
-    @property
-    def bearer_sealed_bytes(self) -> bytes | None:
-        return None if self.bearer_sealed is None else base64.b64decode(self.bearer_sealed)
+    def encode(self) -> bytes:
+        """The message body: JSON, binary fields in base64, absent optional fields left out."""
+        return self.model_dump_json(exclude_none=True).encode()
 
     @property
     def identity(self) -> Identity:
         return Identity(self.kind, self.client_id, self.backup_method, self.pair_id)
+
+
+def encode_batch(items: Sequence[bytes]) -> bytes:
+    """A batch body from already encoded messages (no second serialisation of each share)."""
+    return b'{"shares":[' + b",".join(items) + b"]}"

@@ -40,41 +40,37 @@ async def accept_share(
     sealed_bearer = None
     if report_api is not None and bearer is not None:
         sealed_bearer = keyring.seal(bearer.get_secret_value().encode(), bearer_identity(identity))
-    message = ShareMessage.build(
-        message_id=uuid.uuid4().hex,
-        version=app[CLOCK].next(),
-        identity=identity,
-        sealed=keyring.seal(share, identity),
-        report_api=None if sealed_bearer is None else report_api,
-        bearer_sealed=sealed_bearer,
-    )
-    waiter.expect(message.message_id, identity, message.version)
+    message_id = uuid.uuid4().hex
+    version = app[CLOCK].next()
+    waiter.expect(message_id, identity, version)
     try:
         started = time.perf_counter()
         try:
             with otel.span("sharevault.publish", request.headers, kind=identity.kind):
                 # Inside the span, so that the worker's span becomes its child.
-                headers = otel.inject(propagation_headers(request))
-                await app[BROKER].publish(
-                    message, timeout=settings.publish_timeout, headers=headers
+                message = ShareMessage.build(
+                    message_id=message_id,
+                    version=version,
+                    identity=identity,
+                    sealed=keyring.seal(share, identity),
+                    report_api=None if sealed_bearer is None else report_api,
+                    bearer_sealed=sealed_bearer,
+                    context=otel.inject(propagation_headers(request)),
                 )
+                await app[BROKER].publish(message, timeout=settings.publish_timeout)
         except BrokerUnavailable:
             PUBLISH_FAILURES.inc()
             raise
         confirmed = time.perf_counter()
         PUBLISH_SECONDS.observe(confirmed - started)
-        committed = settings.commit_wait > 0 and await waiter.wait(
-            message.message_id, settings.commit_wait
-        )
+        committed = settings.commit_wait > 0 and await waiter.wait(message_id, settings.commit_wait)
     finally:
-        waiter.forget(message.message_id)
+        waiter.forget(message_id)
     if settings.commit_wait > 0:
         COMMIT_WAITS.labels("committed" if committed else "budget_exhausted").inc()
         if committed:
             COMMIT_WAIT_SECONDS.observe(time.perf_counter() - confirmed)
         else:
-            log.info("commit wait ran out for message %s; durable in queue", message.message_id)
-    log.debug("accepted message %s (%s share)", message.message_id, identity.kind)
-    return AcceptedAnswer(
-        messageId=message.message_id, status="committed" if committed else "queued"
-    )
+            log.info("commit wait ran out for message %s; durable in queue", message_id)
+    log.debug("accepted message %s (%s share)", message_id, identity.kind)
+    return AcceptedAnswer(messageId=message_id, status="committed" if committed else "queued")

@@ -6,15 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from aio_pika.abc import AbstractIncomingMessage
-from pydantic import ValidationError
 
 from sharevault import otel
 from sharevault.broker import Broker, BrokerUnavailable, Consuming, Lane, is_stale
 from sharevault.config import Settings
-from sharevault.crypto import DecryptError, Keyring
+from sharevault.crypto import Keyring
 from sharevault.logs import new_request_id, request_context
 from sharevault.metrics import (
     DEAD_LETTERS,
@@ -23,13 +22,16 @@ from sharevault.metrics import (
     WORKER_MESSAGES,
     WORKER_RETRIES,
 )
-from sharevault.store import DATABASE_ERRORS, PERMANENT_ERRORS, TRANSIENT_ERRORS, SealedRow, Store
-from sharevault.worker.decode import open_message
+from sharevault.schemas.message import SHARES_HEADER
+from sharevault.store import DATABASE_ERRORS, PERMANENT_ERRORS, TRANSIENT_ERRORS, Store
+from sharevault.worker.decode import Flaw, Flawed, Opened, open_body, shares_in
 from sharevault.worker.inbox import DeliveryCounter, Inbox
 from sharevault.worker.retry import (
     HoldGivenUp,
+    Parcel,
     Reason,
     Retrier,
+    clean_headers,
     deliveries_of,
     hold_and_store,
     settle,
@@ -42,10 +44,36 @@ RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+@dataclass(eq=False, slots=True)
+class Unit:
+    """One delivery in hand: acked once each of its shares is stored or moved, else given back."""
+
     delivery: AbstractIncomingMessage
-    row: SealedRow
+    batch: bool
+    give_back: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One share of a delivery, on its way to the table."""
+
+    unit: Unit
+    share: Opened
+
+    def parcel(self) -> Parcel:
+        """What moves to a retry level or the DLQ if this share cannot be stored now."""
+        if not self.unit.batch:
+            return Parcel.of(self.unit.delivery)
+        return _share_parcel(self.unit.delivery, self.share.message.encode(), self.share)
+
+
+def _share_parcel(delivery: AbstractIncomingMessage, body: bytes, share: Opened | Flawed) -> Parcel:
+    """One share of a batch as a message of its own, with the batch's headers and its own ids."""
+    headers = {k: v for k, v in clean_headers(delivery.headers).items() if k != SHARES_HEADER}
+    headers.update(share.context)
+    return Parcel(
+        body, share.message_id if isinstance(share, Flawed) else share.row.message_id, headers
+    )
 
 
 class ShareWorker:
@@ -56,7 +84,7 @@ class ShareWorker:
         self._store = store
         self._broker = broker
         self._keyring = keyring
-        self._inbox = Inbox()
+        self._inbox = Inbox(lambda delivery: shares_in(delivery.headers))
         self._retrier = Retrier(broker, settings)
         self._deliveries = DeliveryCounter()
         # Counters for logs, tests and (later) metrics.
@@ -135,124 +163,139 @@ class ShareWorker:
         # What the broker already gave us is finished, not dropped; anything arriving still
         # (a cancel the broker did not answer) goes back unacked when the connection closes.
         in_hand = len(self._inbox)
-        while in_hand > 0 and (batch := self._inbox.take(min(size, in_hand))):
+        while in_hand > 0:
+            batch, _shares = self._inbox.take(size)
+            if not batch:
+                break
             in_hand -= len(batch)
             await self._process(batch, stop)
 
-    async def _process(
-        self, batch: list[AbstractIncomingMessage], stop: asyncio.Event, *, hold: bool = True
-    ) -> None:
-        decoded: list[Decoded] = []
+    async def _process(self, batch: list[AbstractIncomingMessage], stop: asyncio.Event) -> None:
+        """Store the shares of these deliveries, then settle each delivery."""
+        units: list[Unit] = []
+        parts: list[Part] = []
         for delivery in batch:
             if is_stale(delivery):
                 continue  # its channel died: the broker has requeued it already
-            item = await self._decode(delivery)
-            if item is not None:
-                decoded.append(item)
-        if not decoded:
-            return
+            unit = Unit(delivery, batch=False)
+            units.append(unit)
+            parts.extend(Part(unit, share) for share in await self._open(unit))
+        if parts:
+            await self._write(parts, stop, hold=True)
+        for unit in units:
+            if unit.give_back:
+                await settle(unit.delivery.nack(requeue=True))
+            else:
+                await settle(unit.delivery.ack())
+
+    async def _open(self, unit: Unit) -> list[Opened]:
+        """The shares of a delivery to store; those that never can be go to the DLQ."""
+        delivery = unit.delivery
+        contents = open_body(
+            delivery.body,
+            self._keyring,
+            content_type=delivery.content_type,
+            message_id=delivery.message_id or "",
+            headers=delivery.headers,
+        )
+        unit.batch = contents.batch
+        for flawed in contents.flawed:
+            reason = Reason.INVALID if flawed.flaw is Flaw.INVALID else Reason.UNDECRYPTABLE
+            parcel = (
+                Parcel.of(delivery)
+                if flawed.whole
+                else _share_parcel(delivery, flawed.body, flawed)
+            )
+            await self._dead_letter(unit, parcel, reason)
+        return contents.opened
+
+    async def _write(self, parts: list[Part], stop: asyncio.Event, *, hold: bool) -> None:
+        """Store these shares: each ends stored, moved to a retry level or the DLQ, or with its
+        delivery marked to be handed back to the broker."""
         try:
-            await self._commit(decoded, stop, hold=hold)
+            await self._commit(parts, stop, hold=hold)
         except DATABASE_ERRORS as exc:
-            if len(decoded) == 1:
-                await self._refused(decoded[0].delivery, exc)
+            if len(parts) == 1:
+                await self._refused(parts[0], exc)
                 return
             # One bad row spoils the batch: find it by storing one at a time.
             log.warning(
-                "batch of %d failed (%s); retrying one by one", len(decoded), type(exc).__name__
+                "batch of %d failed (%s); retrying one by one", len(parts), type(exc).__name__
             )
-            for item in decoded:
-                await self._process([item.delivery], stop)
+            for part in parts:
+                await self._write([part], stop, hold=hold)
 
-    async def _refused(self, delivery: AbstractIncomingMessage, exc: BaseException) -> None:
-        """The database refused this one message: park it if it never can succeed, else retry."""
+    async def _refused(self, part: Part, exc: BaseException) -> None:
+        """The database refused this one share: park it if it never can succeed, else retry."""
         if isinstance(exc, PERMANENT_ERRORS):
-            await self._dead_letter(delivery, Reason.REJECTED, type(exc).__name__)
+            await self._dead_letter(part.unit, part.parcel(), Reason.REJECTED, type(exc).__name__)
         else:
-            await self._retry_later(delivery, Reason.DATABASE_ERROR, type(exc).__name__)
+            await self._retry_later(part, Reason.DATABASE_ERROR, type(exc).__name__)
 
-    async def _decode(self, delivery: AbstractIncomingMessage) -> Decoded | None:
-        try:
-            row = open_message(delivery.body, self._keyring)
-        except ValidationError:
-            await self._dead_letter(delivery, Reason.INVALID)
-            return None
-        except DecryptError:
-            await self._dead_letter(delivery, Reason.UNDECRYPTABLE)
-            return None
-        return Decoded(delivery, replace(row, request_id=request_id_of(delivery)))
-
-    async def _commit(self, decoded: list[Decoded], stop: asyncio.Event, *, hold: bool) -> None:
-        """Upsert the batch and ack; a transient failure holds the batch while it can."""
-        rows = [d.row for d in decoded]
+    async def _commit(self, parts: list[Part], stop: asyncio.Event, *, hold: bool) -> None:
+        """Upsert the shares in one transaction; a transient failure holds them while it can."""
+        rows = [p.share.row for p in parts]
         started = time.perf_counter()
         try:
             applied = await self._store.upsert_batch(rows)
         except TRANSIENT_ERRORS as exc:
             if not hold:
-                for d in decoded:
-                    await self._retry_later(d.delivery, Reason.DATABASE_BUSY, type(exc).__name__)
+                for part in parts:
+                    await self._retry_later(part, Reason.DATABASE_BUSY, type(exc).__name__)
                 return
             try:
                 applied = await hold_and_store(self._store, rows, stop, self._settings.retry_hold)
             except HoldGivenUp:
                 # The database answers, yet the batch keeps failing: each on its own, and what
                 # still fails waits in the retry queues instead of blocking the worker.
-                for d in decoded:
-                    await self._process([d.delivery], stop, hold=False)
+                for part in parts:
+                    await self._write([part], stop, hold=False)
                 return
             except TRANSIENT_ERRORS:
                 # Stopping while the database is down: hand the messages back to the broker.
-                for d in decoded:
-                    await settle(d.delivery.nack(requeue=True))
+                for part in parts:
+                    part.unit.give_back = True
                 return
-        await self._acknowledge(decoded, applied, started)
+        self._stored(parts, applied, started)
 
-    async def _acknowledge(self, decoded: list[Decoded], applied: set[str], started: float) -> None:
-        """The batch is committed: ack every delivery, count, and log each with its request id."""
+    def _stored(self, parts: list[Part], applied: set[str], started: float) -> None:
+        """The shares are committed (their deliveries are acked after): count and log them."""
         WORKER_COMMIT_SECONDS.observe(time.perf_counter() - started)
-        WORKER_BATCH_SIZE.observe(len(decoded))
-        for d in decoded:
-            await settle(d.delivery.ack())
-        self.acked += len(decoded)
+        WORKER_BATCH_SIZE.observe(len(parts))
+        self.acked += len(parts)
         self.applied += len(applied)
         WORKER_MESSAGES.labels("applied").inc(len(applied))
-        WORKER_MESSAGES.labels("stale").inc(len(decoded) - len(applied))
+        WORKER_MESSAGES.labels("stale").inc(len(parts) - len(applied))
         if log.isEnabledFor(logging.DEBUG) or otel.active():
-            for d in decoded:
+            for part in parts:
+                row = part.share.row
                 with (
-                    request_context(request_id_of(d.delivery)),
-                    otel.span("sharevault.store", d.delivery.headers, message_id=d.row.message_id),
+                    request_context(row.request_id or new_request_id()),
+                    otel.span("sharevault.store", part.share.context, message_id=row.message_id),
                 ):
-                    log.debug("stored message %s", d.row.message_id)
+                    log.debug("stored message %s", row.message_id)
 
-    async def _retry_later(
-        self, delivery: AbstractIncomingMessage, reason: Reason, error: str
-    ) -> None:
-        outcome = await self._retrier.retry_later(delivery, reason, error)
-        if outcome is Reason.EXHAUSTED:
+    async def _retry_later(self, part: Part, reason: Reason, error: str) -> None:
+        outcome = await self._retrier.retry_later(part.parcel(), reason, error)
+        if outcome is None:
+            part.unit.give_back = True
+        elif outcome is Reason.EXHAUSTED:
             self.dead_lettered += 1
             DEAD_LETTERS.labels(outcome.value).inc()
             WORKER_MESSAGES.labels("dead_lettered").inc()
-        elif outcome is not None:
+        else:
             self.retried += 1
             WORKER_RETRIES.labels(reason.value).inc()
 
     async def _dead_letter(
-        self, delivery: AbstractIncomingMessage, reason: Reason, error: str | None = None
+        self, unit: Unit, parcel: Parcel, reason: Reason, error: str | None = None
     ) -> None:
-        if await self._retrier.dead_letter(delivery, reason, error):
+        if await self._retrier.dead_letter(parcel, reason, error):
             self.dead_lettered += 1
             DEAD_LETTERS.labels(reason.value).inc()
             WORKER_MESSAGES.labels("dead_lettered").inc()
-
-
-def request_id_of(delivery: AbstractIncomingMessage) -> str:
-    """The id of the HTTP request that produced this message, for the worker's log lines."""
-    value = (delivery.headers or {}).get("x-request-id")
-    if isinstance(value, bytes):  # AMQP long strings may arrive undecoded
-        value = value.decode(errors="replace")
-    return new_request_id(value if isinstance(value, str) else None)
+        else:
+            unit.give_back = True
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

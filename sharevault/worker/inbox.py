@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from aio_pika.abc import AbstractIncomingMessage
 
 
 class Inbox:
-    """Two lanes, one batch at a time: a live message never waits behind the backlog in hand."""
+    """Two lanes, one batch at a time: a live message never waits behind the backlog in hand.
+    Batches are sized in shares: `weight` tells how many a delivery carries."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight: Callable[[AbstractIncomingMessage], int] = lambda _d: 1) -> None:
         self._live: deque[AbstractIncomingMessage] = deque()
         self._backlog: deque[AbstractIncomingMessage] = deque()
         self._arrived = asyncio.Event()
+        self._weight = weight
 
     def put(self, delivery: AbstractIncomingMessage, *, live: bool) -> None:
         (self._live if live else self._backlog).append(delivery)
@@ -29,20 +32,25 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._live) + len(self._backlog)
 
-    def take(self, limit: int) -> list[AbstractIncomingMessage]:
-        """Up to `limit` deliveries, every live one before any from the backlog."""
+    def take(self, limit: int) -> tuple[list[AbstractIncomingMessage], int]:
+        """Deliveries carrying up to `limit` shares (at least one delivery), every live one
+        before any from the backlog; and how many shares they carry."""
         batch: list[AbstractIncomingMessage] = []
+        shares = 0
         for lane in (self._live, self._backlog):
-            while lane and len(batch) < limit:
-                batch.append(lane.popleft())
+            while lane and (not batch or shares + self._weight(lane[0]) <= limit):
+                delivery = lane.popleft()
+                batch.append(delivery)
+                shares += self._weight(delivery)
         if not self:
             self._arrived.clear()
-        return batch
+        return batch, shares
 
     async def next_batch(
         self, stop: asyncio.Event, size: int, linger: float
     ) -> list[AbstractIncomingMessage]:
-        """Wait for a first delivery (or `stop`), then gather more for `linger` seconds at most."""
+        """Wait for a first delivery (or `stop`), then gather up to `size` shares for `linger`
+        seconds at most."""
         if not self:
             arrived = asyncio.ensure_future(self._arrived.wait())
             stopped = asyncio.ensure_future(stop.wait())
@@ -51,9 +59,9 @@ class Inbox:
                 task.cancel()
             if not self:
                 return []
-        batch = self.take(size)
+        batch, shares = self.take(size)
         deadline = time.monotonic() + linger
-        while len(batch) < size:
+        while shares < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -62,8 +70,15 @@ class Inbox:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
                 except TimeoutError:
                     break
-            batch.extend(self.take(size - len(batch)))
+            elif self._weight(self._next()) > size - shares:
+                break  # the next one would make the batch too big: it starts the next batch
+            more, weight = self.take(size - shares)
+            batch.extend(more)
+            shares += weight
         return batch
+
+    def _next(self) -> AbstractIncomingMessage:
+        return self._live[0] if self._live else self._backlog[0]
 
 
 class DeliveryCounter:

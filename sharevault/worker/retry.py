@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -87,8 +88,23 @@ def failure_headers(
     return updated
 
 
+@dataclass(frozen=True, slots=True)
+class Parcel:
+    """What moves to a retry level or the DLQ: one message's body, id and headers. A whole
+    delivery, or one share of a batch (a batch is never moved whole by the worker)."""
+
+    body: bytes
+    message_id: str
+    headers: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, delivery: AbstractIncomingMessage) -> Parcel:
+        return cls(delivery.body, delivery.message_id or "", delivery.headers or {})
+
+
 class Retrier:
-    """Moves a failed delivery down the retry levels, or to the DLQ; ack only after the confirm."""
+    """Moves failed parcels down the retry levels, or to the DLQ. It never settles deliveries:
+    the caller acks once every part of a delivery is stored or moved (moved = confirmed)."""
 
     def __init__(self, broker: Broker, settings: Settings) -> None:
         self._broker = broker
@@ -96,23 +112,22 @@ class Retrier:
         self._max_attempts = settings.retry_max_attempts
         self._timeout = settings.publish_timeout
 
-    async def retry_later(
-        self, delivery: AbstractIncomingMessage, reason: Reason, error: str | None
-    ) -> Reason | None:
-        """Off to the retry level its attempt count says, or to the DLQ when they are spent."""
-        headers = failure_headers(delivery.headers, reason, error, iso_now())
+    async def retry_later(self, parcel: Parcel, reason: Reason, error: str | None) -> Reason | None:
+        """Off to the retry level its attempt count says, or to the DLQ when they are spent;
+        None when the broker did not take it (the caller gives the delivery back)."""
+        headers = failure_headers(parcel.headers, reason, error, iso_now())
         attempts = int(headers[ATTEMPTS])
         if attempts >= self._max_attempts:
             headers[REASON] = Reason.EXHAUSTED
             headers[ERROR] = f"{reason}:{error}" if error else str(reason)
-            return Reason.EXHAUSTED if await self._move(delivery, "dead", headers) else None
+            return Reason.EXHAUSTED if await self._move(parcel, "dead", headers) else None
         level = min(attempts, len(self._delays)) - 1
         delay = self._delays[level]
-        moved = await self._move(delivery, f"retry.{level}", headers, expiration=delay)
+        moved = await self._move(parcel, f"retry.{level}", headers, expiration=delay)
         if moved:
             log.warning(
                 "message %s: %s (%s), attempt %d; retrying in %gs",
-                delivery.message_id,
+                parcel.message_id,
                 reason,
                 error,
                 attempts,
@@ -120,16 +135,14 @@ class Retrier:
             )
         return reason if moved else None
 
-    async def dead_letter(
-        self, delivery: AbstractIncomingMessage, reason: Reason, error: str | None = None
-    ) -> bool:
+    async def dead_letter(self, parcel: Parcel, reason: Reason, error: str | None = None) -> bool:
         """Park a message that can never succeed, with the reason in its headers."""
-        headers = failure_headers(delivery.headers, reason, error, iso_now())
-        return await self._move(delivery, "dead", headers)
+        headers = failure_headers(parcel.headers, reason, error, iso_now())
+        return await self._move(parcel, "dead", headers)
 
     async def _move(
         self,
-        delivery: AbstractIncomingMessage,
+        parcel: Parcel,
         key: str,
         headers: dict[str, Any],
         *,
@@ -137,8 +150,8 @@ class Retrier:
     ) -> bool:
         try:
             await self._broker.publish_raw(
-                delivery.body,
-                message_id=delivery.message_id or "",
+                parcel.body,
+                message_id=parcel.message_id,
                 routing_key=key,
                 exchange=self._broker.topology.recover,
                 headers=headers,
@@ -146,13 +159,11 @@ class Retrier:
                 timeout=self._timeout,
             )
         except BrokerUnavailable:
-            # Not moved, so not acked: it goes back where it came from, after a pause.
-            await settle(delivery.nack(requeue=True))
+            # Not moved: the caller hands its delivery back to the broker, after a pause.
             await asyncio.sleep(1.0)
             return False
         if key == "dead":
-            log.error("message %s dead-lettered: %s", delivery.message_id, headers[REASON])
-        await settle(delivery.ack())
+            log.error("message %s dead-lettered: %s", parcel.message_id, headers[REASON])
         return True
 
 

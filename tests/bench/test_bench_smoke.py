@@ -61,7 +61,8 @@ def test_cpu_is_attributed_to_each_process(smoke_result: dict[str, Any]) -> None
 
 def test_backlogs_drained_and_baselines_ran(smoke_result: dict[str, Any]) -> None:
     drain = smoke_result["backlog"]["sharevault"]
-    assert drain["ready_before"] >= drain["messages"] > 0
+    # Broker messages before the drain: the publisher coalesces shares as the gateway does.
+    assert 0 < drain["ready_before"] <= drain["messages"]
     assert drain["rate_from_first"] > 0
     assert drain["worker_rss_mb"]
     raw = smoke_result["systems"]["raw"]

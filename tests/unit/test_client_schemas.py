@@ -110,7 +110,7 @@ def test_message_carries_a_sealed_bearer_only_for_client_reports() -> None:
         bearer_sealed=sealed_bearer,
     )
     again = ShareMessage.model_validate_json(msg.model_dump_json())
-    assert again.bearer_sealed_bytes == sealed_bearer
+    assert again.bearer_sealed == sealed_bearer
     assert KEYRING.open(sealed_bearer, bearer_identity(identity)) == b"token"
     assert "token" not in repr(again)
     # Bound to its own kind: a bearer never opens as a share, nor a share as a bearer.
@@ -122,7 +122,7 @@ def test_message_carries_a_sealed_bearer_only_for_client_reports() -> None:
     with pytest.raises(ValidationError, match="only client shares"):
         ShareMessage.model_validate({**fields, "kind": "custodian"})
     custodian = ShareMessage.model_validate({**fields, "report_api": None, "bearer_sealed": None})
-    assert custodian.bearer_sealed_bytes is None
+    assert custodian.bearer_sealed is None
 
 
 def test_retry_after_seconds_and_http_dates() -> None:

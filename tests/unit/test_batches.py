@@ -1,0 +1,99 @@
+"""Batches of shares without services: decoding them share by share, sizing worker batches by
+shares, and what the DLQ tools tell of a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sharevault.crypto import Identity, Keyring
+from sharevault.ops.dlq import DeadLetter, Selection
+from sharevault.schemas import ShareMessage
+from sharevault.schemas.message import BATCH_CONTENT_TYPE, SHARES_HEADER, encode_batch
+from sharevault.worker.decode import Flaw, open_body, shares_in
+from sharevault.worker.inbox import Inbox
+
+KEYRING = Keyring([("ka", b"k" * 32)])
+FOREIGN = Keyring([("kz", b"z" * 32)])
+
+
+def message(
+    client: str, keyring: Keyring = KEYRING, context: dict[str, str] | None = None
+) -> ShareMessage:
+    identity = Identity("custodian", client, "GDRIVE", "")
+    return ShareMessage.build(
+        message_id=f"m-{client}",
+        version=1,
+        identity=identity,
+        sealed=keyring.seal(b"share of " + client.encode(), identity),
+        context=context,
+    )
+
+
+def test_a_batch_opens_share_by_share_and_sets_apart_only_the_bad_ones() -> None:
+    body = encode_batch(
+        [
+            message("a", context={"x-request-id": "req-a"}).encode(),
+            message("b", FOREIGN).encode(),
+            json.dumps({"message_id": "m-c", "version": -1}).encode(),
+            message("d").encode(),
+        ]
+    )
+    contents = open_body(
+        body, KEYRING, content_type=BATCH_CONTENT_TYPE, message_id="batch", headers={}
+    )
+    assert contents.batch
+    assert [s.row.message_id for s in contents.opened] == ["m-a", "m-d"]
+    assert contents.opened[0].row.request_id == "req-a"
+    assert contents.opened[0].row.sealed == contents.opened[0].message.sealed
+    flawed = {f.message_id: f for f in contents.flawed}
+    assert (flawed["m-b"].flaw, flawed["m-c"].flaw) == (Flaw.UNDECRYPTABLE, Flaw.INVALID)
+    assert not flawed["m-b"].whole
+    # A set-apart share is a message of its own, readable alone.
+    assert ShareMessage.model_validate_json(flawed["m-b"].body).message_id == "m-b"
+
+
+def test_a_broken_batch_or_message_is_set_apart_whole() -> None:
+    for content_type in (BATCH_CONTENT_TYPE, "application/json"):
+        contents = open_body(b"{not json", KEYRING, content_type=content_type, message_id="x")
+        assert contents.opened == []
+        assert [(f.message_id, f.flaw, f.whole) for f in contents.flawed] == [
+            ("x", Flaw.INVALID, True)
+        ]
+    single = open_body(message("e").encode(), KEYRING, headers={"x-request-id": b"req-e"})
+    assert not single.batch
+    assert [(s.row.message_id, s.row.request_id) for s in single.opened] == [("m-e", "req-e")]
+
+
+@dataclass
+class FakeDelivery:
+    name: str
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+async def test_the_inbox_sizes_batches_in_shares() -> None:
+    inbox = Inbox(lambda d: shares_in(d.headers))
+    for name, shares in (("a", 3), ("b", 4), ("c", 1), ("d", 9)):
+        inbox.put(FakeDelivery(name, {SHARES_HEADER: shares}), live=True)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    sizes = []
+    while len(inbox):
+        batch = await inbox.next_batch(stop, size=8, linger=0.01)
+        sizes.append([d.name for d in batch])  # type: ignore[attr-defined]
+    # Never over 8 shares, except a single delivery bigger than a batch: it goes alone.
+    assert sizes == [["a", "b", "c"], ["d"]]
+    assert shares_in({SHARES_HEADER: "7"}) == shares_in(None) == 1
+
+
+def test_a_dead_lettered_batch_is_listed_with_its_shares_and_clients() -> None:
+    body = encode_batch([message("cl-1").encode(), message("cl-2").encode()])
+    letter = DeadLetter.of("batch-9", body, {"x-death": [{"reason": "delivery_limit"}]})
+    assert (letter.shares, letter.clients, letter.client_id) == (2, ("cl-1", "cl-2"), "cl-1")
+    assert Selection(clients=frozenset({"cl-2"})).matches(letter)
+    assert not Selection(clients=frozenset({"cl-3"})).matches(letter)
+    shown = letter.as_json()
+    assert "sealed" not in json.dumps(shown)
+    assert base64.b64encode(b"share of cl-1").decode() not in json.dumps(shown)
