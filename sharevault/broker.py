@@ -123,6 +123,7 @@ class Broker:
             robust=robust,
             coalescing=Coalescing(
                 linger=settings.publish_linger_ms / 1000,
+                in_flight=settings.publish_in_flight,
                 max_shares=settings.publish_batch,
                 max_bytes=settings.publish_batch_bytes,
             ),

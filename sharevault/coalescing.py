@@ -1,7 +1,10 @@
-"""Coalescing: shares accepted within a millisecond or two travel as one broker message.
+"""Coalescing: shares accepted together travel as one broker message.
 
-Every share waits for the confirm of the message that carries it, so a 2xx still means the broker
-holds the share durably; the broker and the worker pay their per-message costs once per batch."""
+Group commit, as databases do it: while `in_flight` messages await their confirm, shares that
+arrive wait and then go together in the next message. An idle gateway sends each share at once;
+a busy one sends bigger batches, as many as arrive during a confirm round trip. Every share waits
+for the confirm of the message that carries it, so a 2xx still means the broker holds the share
+durably; the broker and the worker pay their per-message costs once per batch."""
 
 from __future__ import annotations
 
@@ -36,10 +39,11 @@ class PublishRaw(Protocol):
 
 @dataclass(frozen=True)
 class Coalescing:
-    """How long a share may wait for company, and how big a batch may grow."""
+    """When a batch goes, and how big it may grow."""
 
-    linger: float = 0.001
-    max_shares: int = 32
+    linger: float = 0.0  # seconds a share waits for company even with nothing in flight
+    in_flight: int = 2  # messages awaiting their confirm before shares wait for one of them
+    max_shares: int = 64  # a full batch goes at once, in flight or not
     max_bytes: int = 1024 * 1024
 
 
@@ -85,13 +89,26 @@ class Coalescer:
         self._bytes += len(body)
         if len(self._pending) >= self._options.max_shares or self._bytes >= self._options.max_bytes:
             self._flush()
-        elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            if self._options.linger > 0:
-                self._timer = loop.call_later(self._options.linger, self._flush)
-            else:
-                self._timer = loop.call_soon(self._flush)
+        else:
+            self._schedule()
         await entry.future
+
+    def _schedule(self) -> None:
+        """Send what waits soon, unless enough is in flight: then a confirm sends it."""
+        if self._timer is not None or not self._pending:
+            return
+        if len(self._sending) >= self._options.in_flight:
+            return
+        loop = asyncio.get_running_loop()
+        if self._options.linger > 0:
+            self._timer = loop.call_later(self._options.linger, self._flush)
+        else:
+            # Still gathers the shares accepted in the same pass of the event loop.
+            self._timer = loop.call_soon(self._flush)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._schedule()
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -101,7 +118,7 @@ class Coalescer:
         if batch:
             task = asyncio.create_task(self._send(batch), name="coalesced-publish")
             self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            task.add_done_callback(self._sent)
 
     async def _send_one(self, body: bytes, message: ShareMessage, timeout: float) -> None:
         await self._publish(

@@ -77,11 +77,13 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     publish_timeout: float = Field(default=2.0, gt=0, le=8)
-    # Shares accepted within PUBLISH_LINGER_MS of each other travel as one broker message (one
-    # confirm), up to PUBLISH_BATCH shares or PUBLISH_BATCH_BYTES; 0 ms: those accepted in the
-    # same event-loop pass. PUBLISH_BATCH=1 turns coalescing off.
-    publish_linger_ms: float = Field(default=1.0, ge=0, le=1000)
-    publish_batch: int = Field(default=32, ge=1, le=1000)
+    # Coalescing (docs/queues.md): while PUBLISH_IN_FLIGHT messages await their confirm, the
+    # shares accepted meanwhile wait and travel together as one message (one confirm), up to
+    # PUBLISH_BATCH shares or PUBLISH_BATCH_BYTES. PUBLISH_LINGER_MS makes every share wait that
+    # long for company. PUBLISH_BATCH=1 turns coalescing off.
+    publish_in_flight: int = Field(default=2, ge=1, le=64)
+    publish_linger_ms: float = Field(default=0.0, ge=0, le=1000)
+    publish_batch: int = Field(default=64, ge=1, le=1000)
     publish_batch_bytes: int = Field(default=1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     # How long /backup waits for the worker's commit before answering 2xx anyway (still durable).
     commit_wait: float = Field(default=5.0, ge=0, le=8)
@@ -93,6 +95,9 @@ class Settings(BaseSettings):
     # Prometheus /metrics of a worker (0: off, the default, so that several can share a host).
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+    # Where autovacuum is off (globally or for the table), the worker vacuums `shares` itself once
+    # its dead rows pass 1,000 + 20 % of the live ones (plain VACUUM, never FULL); false: never.
+    worker_vacuum: bool = True
     # OpenTelemetry tracing over OTLP (needs the `otel` extra; endpoint from OTEL_* variables).
     otel: bool = False
 

@@ -1,0 +1,119 @@
+"""The coalescer's group commit, against a stand-in for the broker's publish-with-confirm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from sharevault.coalescing import Coalescer, Coalescing
+from sharevault.crypto import Identity
+from sharevault.schemas import ShareMessage
+from sharevault.schemas.message import BATCH_CONTENT_TYPE, SHARES_HEADER
+
+
+class Broker:
+    """Records each message; its confirm comes when the test releases it (or fails it)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[list[str], Mapping[str, Any] | None, str | None]] = []
+        self.confirms: list[asyncio.Future[None]] = []
+
+    async def publish(
+        self,
+        body: bytes,
+        *,
+        message_id: str,
+        routing_key: str,
+        timeout: float,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str | None = "application/json",
+    ) -> None:
+        if content_type == BATCH_CONTENT_TYPE:
+            ids = [share["message_id"] for share in json.loads(body)["shares"]]
+        else:
+            ids = [json.loads(body)["message_id"]]
+            assert ids == [message_id]
+        self.sent.append((ids, headers, content_type))
+        confirm = asyncio.get_running_loop().create_future()
+        self.confirms.append(confirm)
+        await confirm
+
+
+def share(n: int) -> ShareMessage:
+    return ShareMessage.build(
+        message_id=f"m{n}",
+        version=n,
+        identity=Identity("custodian", f"c{n}", "GDRIVE", ""),
+        sealed=b"sealed",
+        context={"x-request-id": f"req{n}"},
+    )
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_shares_wait_for_the_confirm_in_flight_then_go_together() -> None:
+    broker = Broker()
+    coalescer = Coalescer(
+        broker.publish, "share", Coalescing(in_flight=1, max_shares=3), stopped=RuntimeError
+    )
+    first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
+    await settle()
+    # Idle: the first share goes at once, alone, as a plain message with its own headers.
+    assert broker.sent == [(["m1"], {"x-request-id": "req1"}, "application/json")]
+    waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (2, 3)]
+    await settle()
+    assert len(broker.sent) == 1 and not first.done()  # waiting for the confirm in flight
+    broker.confirms[0].set_result(None)
+    await settle()
+    assert first.done() and first.exception() is None
+    assert broker.sent[1] == (["m2", "m3"], {SHARES_HEADER: 2}, BATCH_CONTENT_TYPE)
+    assert not any(t.done() for t in waiting)  # each waits for its own message's confirm
+    # A full batch goes even while another is in flight.
+    more = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (4, 5, 6)]
+    await settle()
+    assert broker.sent[2][0] == ["m4", "m5", "m6"]
+    broker.confirms[1].set_result(None)
+    broker.confirms[2].set_result(None)
+    await asyncio.gather(*waiting, *more)
+
+
+async def test_a_failed_confirm_fails_every_share_of_its_batch_only() -> None:
+    broker = Broker()
+    coalescer = Coalescer(
+        broker.publish, "share", Coalescing(in_flight=1, max_shares=10), stopped=RuntimeError
+    )
+    first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
+    await settle()
+    batch = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (2, 3)]
+    await settle()
+    broker.confirms[0].set_result(None)
+    await settle()
+    broker.confirms[1].set_exception(ConnectionError("broker gone"))
+    await first
+    for task in batch:
+        with pytest.raises(ConnectionError):
+            await task
+
+
+async def test_closing_sends_what_waits_and_a_cancelled_send_answers_every_share() -> None:
+    broker = Broker()
+    coalescer = Coalescer(
+        broker.publish, "share", Coalescing(linger=60, max_shares=10), stopped=RuntimeError
+    )
+    waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (1, 2)]
+    await settle()
+    assert broker.sent == []  # lingering for company
+    await coalescer.close(timeout=0.05)  # sends them; the confirm does not come in time
+    assert broker.sent[0][0] == ["m1", "m2"]
+    for task in list(coalescer._sending):
+        task.cancel()
+    for task in waiting:
+        with pytest.raises(RuntimeError):
+            await task
