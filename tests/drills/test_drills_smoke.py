@@ -84,6 +84,8 @@ def test_every_fault_is_recovered_from(run: Result) -> None:
         if slug != "three-workers":
             assert d["recover_s"] is not None, f"{slug}: not recovered: {d['notes']}"
         assert d["max_deliveries"] is not None, f"{slug}: no worker stopped cleanly"
+        # Only the drill's own kills: no process of the stack died (and was restarted) unasked.
+        assert d["unplanned_exits"] == [], f"{slug}: {d['unplanned_exits']}"
     assert run["returncode"] == 0
     assert "| worker SIGKILL mid-batch " in run["stdout"]
 
