@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,13 +14,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg import Record
-from asyncpg.pool import PoolConnectionProxy
 
 from sharevault.crypto import Identity, Keyring
 
 log = logging.getLogger(__name__)
 
 COMMIT_CHANNEL = "sharevault_committed"
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (server encoding; our ids are ASCII).
+NOTIFY_PAYLOAD_LIMIT = 7999
 MIGRATION_LOCK = 0x5A4E_5641_554C_5400  # advisory lock key: "SHAREVAULT" in spirit
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -47,6 +49,19 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Any error the database answered with (the worker retries the rest with delays).
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError,)
+
+
+# vacuuming_shares vacuums once dead rows (heap or TOAST) pass VACUUM_MIN_DEAD + VACUUM_SCALE * live
+# rows: autovacuum's own rule (its defaults: 50 + 0.2 * live). A vacuum reads the indexes whole, so
+# a scale, not a fixed count, keeps its cost per overwritten share flat as the table grows.
+VACUUM_MIN_DEAD = 1000
+VACUUM_SCALE = 0.2
+# Rows applied between two looks at the statistics; and, once writes stop, one more look after
+# this many seconds (a backend reports its counts within 10 s of going idle, ~1 s while busy).
+VACUUM_LOOK_EVERY = 1000
+VACUUM_LOOK_IDLE = 15.0
+# A vacuum is never cut short by the pool's command timeout, but neither does it run forever.
+VACUUM_TIMEOUT = 3600.0
 
 
 def load_queries() -> dict[str, str]:
@@ -122,37 +137,54 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # Rows applied since vacuuming_shares last looked at the dead rows; it wakes at _look_every.
+        self._applied_since_look = 0
+        self._look_every = VACUUM_LOOK_EVERY
+        self._look_due = asyncio.Event()
+
+    def _wrote(self, rows: int) -> None:
+        self._applied_since_look += rows
+        if self._applied_since_look >= self._look_every:
+            self._look_due.set()
 
     async def ping(self) -> None:
         await self.pool.fetchval(Q["ping"], timeout=2)
 
     async def upsert_batch(self, rows: Sequence[SealedRow]) -> set[str]:
-        """Store a batch in one transaction, wake waiters at commit; return the ids applied."""
-        # One statement cannot touch a row twice: keep the newest message per identity.
+        """Store a batch in one statement, wake waiters at commit; return the ids applied."""
+        if not rows:
+            return set()
+        # One statement cannot touch a row twice: keep the newest message per identity. In key
+        # order, so that two workers writing overlapping batches lock rows in the same order.
         newest: dict[Identity, SealedRow] = {}
         for row in rows:
             held = newest.get(row.identity)
             if held is None or (row.version, row.message_id) > (held.version, held.message_id):
                 newest[row.identity] = row
-        chosen = list(newest.values())
-        async with self.pool.acquire() as conn, conn.transaction():
-            applied = await conn.fetch(
-                Q["upsert_shares"],
-                [r.identity.kind for r in chosen],
-                [r.identity.client_id for r in chosen],
-                [r.identity.backup_method for r in chosen],
-                [r.identity.pair_id for r in chosen],
-                [r.sealed for r in chosen],
-                [Keyring.key_id_of(r.sealed) for r in chosen],
-                [r.version for r in chosen],
-                [r.message_id for r in chosen],
-            )
-            applied_ids = {r["message_id"] for r in applied}
-            await _owe_reports(conn, [r for r in chosen if r.message_id in applied_ids])
+        chosen = [newest[identity] for identity in sorted(newest, key=_identity_key)]
+        owed = [r for r in chosen if r.report_api is not None and r.bearer_sealed is not None]
+        result = await self.pool.fetchrow(
+            Q["store_batch"],
+            [r.identity.kind for r in chosen],
+            [r.identity.client_id for r in chosen],
+            [r.identity.backup_method for r in chosen],
+            [r.identity.pair_id for r in chosen],
+            [r.sealed for r in chosen],
+            [Keyring.key_id_of(r.sealed) for r in chosen],
+            [r.version for r in chosen],
+            [r.message_id for r in chosen],
+            [r.message_id for r in owed],
+            [r.report_api for r in owed],
+            [r.bearer_sealed for r in owed],
+            [r.request_id for r in owed],
             # Every message of the batch is settled (applied, or superseded by a newer one).
-            for chunk in _chunks([r.message_id for r in rows], 200):
-                await conn.execute(Q["notify_committed"], ",".join(chunk))
-        return applied_ids
+            notice_payloads(r.message_id for r in rows),
+        )
+        if result is None:  # a SELECT without FROM returns one row: never
+            raise RuntimeError("store_batch returned no row")
+        applied: list[str] = result["applied"]
+        self._wrote(len(applied))
+        return set(applied)
 
     async def stored_version(self, identity: Identity) -> tuple[int, str] | None:
         row = await self.pool.fetchrow(
@@ -172,7 +204,6 @@ class Store:
             )
             for r in rows
         ]
-
 
     async def process_outbox(
         self, limit: int, send: Callable[[list[OutboxRow]], Awaitable[list[OutboxOutcome]]]
@@ -253,6 +284,7 @@ class Store:
             [r.sealed for r in rows],
             [Keyring.key_id_of(r.sealed) for r in rows],
         )
+        self._wrote(len(written))
         return {r["message_id"] for r in written}
 
     async def bearers_to_rewrap(
@@ -289,38 +321,142 @@ class Store:
         rows = await self.pool.fetch(Q["outbox_summary"])
         return {r["status"]: (r["n"], r["oldest"]) for r in rows}
 
+    # --- vacuum where autovacuum is off (vacuuming_shares) ---------------------------------------
 
-async def _owe_reports(conn: PoolConnectionProxy[Record], applied: list[SealedRow]) -> None:
-    """Outbox rows for the applied client shares that carry a report (same transaction)."""
-    owed = [r for r in applied if r.report_api is not None and r.bearer_sealed is not None]
-    if owed:
-        await conn.execute(
-            Q["outbox_insert"],
-            [r.message_id for r in owed],
-            [r.identity.client_id for r in owed],
-            [r.identity.backup_method for r in owed],
-            [r.identity.pair_id for r in owed],
-            [r.report_api for r in owed],
-            [r.bearer_sealed for r in owed],
-            [r.request_id for r in owed],
+    async def dead_rows(self) -> DeadRows:
+        """Live and dead rows of `shares` and its TOAST, and whether autovacuum looks after them."""
+        r = await self.pool.fetchrow(Q["shares_dead_rows"])
+        if r is None:  # the migrations create the table: never
+            raise RuntimeError("table shares not found")
+        return DeadRows(
+            r["autovacuum"], r["heap_live"], r["heap_dead"], r["toast_live"], r["toast_dead"]
+        )
+
+    async def vacuum_if_due(
+        self, *, min_dead: int = VACUUM_MIN_DEAD, scale: float = VACUUM_SCALE
+    ) -> DeadRows | None:
+        """VACUUM `shares` if autovacuum is off for it and its dead rows passed `min_dead` +
+        `scale` * live rows (heap or TOAST); the counts that called for it, or None."""
+        dead = await self.dead_rows()
+        if not dead.due(min_dead, scale):
+            return None
+        started = time.monotonic()
+        await self.pool.execute(Q["vacuum_shares"], timeout=VACUUM_TIMEOUT)
+        log.info(
+            "vacuumed shares in %.1fs (autovacuum is off; dead rows: %d, TOAST chunks: %d)",
+            time.monotonic() - started,
+            dead.heap_dead,
+            dead.toast_dead,
+        )
+        return dead
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRows:
+    """PostgreSQL's statistics of `shares` (heap) and its TOAST table (the sealed shares)."""
+
+    autovacuum: bool  # autovacuum is on, counting, and not disabled for either table
+    heap_live: int
+    heap_dead: int
+    toast_live: int
+    toast_dead: int
+
+    def due(self, min_dead: int = VACUUM_MIN_DEAD, scale: float = VACUUM_SCALE) -> bool:
+        """Nobody else will vacuum, and the heap or the TOAST holds too many dead rows."""
+        if self.autovacuum:
+            return False
+        return (
+            self.heap_dead > min_dead + scale * self.heap_live
+            or self.toast_dead > min_dead + scale * self.toast_live
         )
 
 
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+@asynccontextmanager
+async def vacuuming_shares(
+    store: Store,
+    *,
+    enabled: bool = True,
+    look_every: int = VACUUM_LOOK_EVERY,
+    look_idle: float = VACUUM_LOOK_IDLE,
+) -> AsyncIterator[None]:
+    """While the block runs, vacuum `shares` when autovacuum is off for it and dead rows pile up,
+    looking at the statistics after every `look_every` rows this store applied."""
+    if not enabled:
+        yield
+        return
+    store._look_every = look_every
+    task = asyncio.create_task(_vacuum_loop(store, look_idle), name="shares-vacuum")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _vacuum_loop(store: Store, look_idle: float) -> None:
+    stale = False  # the last look may have come before the statistics counted the last writes
+    while True:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that races the event.
+        try:
+            async with asyncio.timeout(look_idle):
+                await store._look_due.wait()
+        except TimeoutError:
+            if not stale and store._applied_since_look == 0:
+                continue
+        wrote = store._applied_since_look > 0
+        store._look_due.clear()
+        store._applied_since_look = 0
+        try:
+            await store.vacuum_if_due()
+        except Exception as exc:  # maintenance never takes the worker down; the next look retries
+            log.warning("shares vacuum failed (%s); will look again", type(exc).__name__)
+        stale = wrote
+
+
+def _identity_key(identity: Identity) -> tuple[str, str, str, str]:
+    return (identity.kind, identity.client_id, identity.backup_method, identity.pair_id)
+
+
+def notice_payloads(message_ids: Iterable[str], limit: int = NOTIFY_PAYLOAD_LIMIT) -> list[str]:
+    """The ids joined by commas into as few payloads as fit, none of more than `limit` bytes."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for message_id in message_ids:
+        length = len(message_id.encode())
+        if current and size + 1 + length > limit:
+            payloads.append(",".join(current))
+            current, size = [], 0
+        size += length + (1 if current else 0)
+        current.append(message_id)
+    if current:
+        payloads.append(",".join(current))
+    return payloads
 
 
 @asynccontextmanager
 async def open_store(dsn: str, *, size: int = 8, min_size: int = 1) -> AsyncIterator[Store]:
     """A pool for the lifetime of the block (min_size=0: start even while the database is down)."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min(min_size, size), max_size=size, command_timeout=30
+        dsn,
+        min_size=min(min_size, size),
+        max_size=size,
+        command_timeout=30,
+        reset=_release_as_is,
     )
     try:
         yield Store(pool)
     finally:
         await pool.close()
+
+
+async def _release_as_is(_conn: asyncpg.Connection[Record]) -> None:
+    """Release a pool connection without asyncpg's reset query (advisory unlock, CLOSE ALL,
+    UNLISTEN *, RESET ALL): one round trip per release, as many as the write path's own work."""
+    # Safe because no pool connection ever carries session state: this module is the only user
+    # of asyncpg and runs no SET, LISTEN, advisory lock, cursor or temporary table on the pool (the
+    # commit LISTEN and the migration lock have connections of their own). asyncpg itself still
+    # rolls back a transaction left open and drops listener callbacks before calling this.
 
 
 class CommitListener:

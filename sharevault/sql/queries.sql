@@ -1,18 +1,35 @@
--- name: upsert_shares
--- Versioned batch upsert: a row changes only when the incoming (version, message_id) is newer,
--- so a retry, replay or duplicate never overwrites a newer share. Returns the ids it applied.
-INSERT INTO shares AS s (kind, client_id, backup_method, pair_id, sealed, key_id, version, message_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
-                     $7::bigint[], $8::text[])
-ON CONFLICT (kind, client_id, backup_method, pair_id) DO UPDATE
-SET sealed = excluded.sealed, key_id = excluded.key_id, version = excluded.version,
-    message_id = excluded.message_id, updated_at = now()
-WHERE (excluded.version, excluded.message_id) > (s.version, s.message_id)
-RETURNING message_id;
-
--- name: notify_committed
--- Wakes the gateways waiting for these message ids (delivered at commit, dropped on rollback).
-SELECT pg_notify('sharevault_committed', $1);
+-- name: store_batch
+-- The worker's whole write in one statement, so one round trip and atomic without BEGIN/COMMIT.
+-- `applied`: the versioned upsert: a row changes only when the incoming (version, message_id) is
+-- newer, so a retry, replay or duplicate never overwrites a newer share. `owed`: a pending Portal
+-- report ($9-$12) for each share it applied that carries one; a message id that already has a row
+-- (redelivery, replay) never gets a second. `notices`: wakes the gateways waiting for every message
+-- of the batch, applied or superseded ($13: ids joined by commas, each payload under 8000 bytes);
+-- PostgreSQL delivers them at commit and drops them if the statement fails. A CTE that is not read
+-- is not run: the final SELECT reads `notices`. Returns the ids applied.
+WITH applied AS (
+    INSERT INTO shares AS s (kind, client_id, backup_method, pair_id, sealed, key_id, version,
+                             message_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                         $6::text[], $7::bigint[], $8::text[])
+    ON CONFLICT (kind, client_id, backup_method, pair_id) DO UPDATE
+    SET sealed = excluded.sealed, key_id = excluded.key_id, version = excluded.version,
+        message_id = excluded.message_id, updated_at = now()
+    WHERE (excluded.version, excluded.message_id) > (s.version, s.message_id)
+    RETURNING s.client_id, s.backup_method, s.pair_id, s.message_id
+), owed AS (
+    INSERT INTO outbox (message_id, client_id, backup_method, pair_id, report_api, bearer_sealed,
+                        request_id)
+    SELECT a.message_id, a.client_id, a.backup_method, a.pair_id, o.report_api, o.bearer_sealed,
+           o.request_id
+    FROM unnest($9::text[], $10::text[], $11::bytea[], $12::text[])
+         AS o(message_id, report_api, bearer_sealed, request_id)
+    JOIN applied a ON a.message_id = o.message_id
+    ON CONFLICT (message_id) DO NOTHING
+), notices AS (
+    SELECT pg_notify('sharevault_committed', payload) FROM unnest($13::text[]) AS payload
+)
+SELECT ARRAY(SELECT message_id FROM applied) AS applied, (SELECT count(*) FROM notices) AS notices;
 
 -- name: stored_version
 -- The version an identity holds now: read-your-writes re-checks against it.
@@ -30,15 +47,6 @@ ORDER BY version DESC, message_id DESC;
 SELECT 1;
 
 -- --- report-back outbox (client shares) -------------------------------------------------------
-
--- name: outbox_insert
--- One pending report per applied client share, in the share's own transaction; a message id that
--- already has a row (redelivery, replay) never gets a second one.
-INSERT INTO outbox (message_id, client_id, backup_method, pair_id, report_api, bearer_sealed,
-                    request_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
-                     $7::text[])
-ON CONFLICT (message_id) DO NOTHING;
 
 -- name: outbox_claim
 -- Due reports, locked for this sender until its transaction ends; other senders skip them.
@@ -141,3 +149,29 @@ GROUP BY kind, backup_method ORDER BY kind, backup_method;
 -- Reports by status, with the age in seconds of the oldest row of each status (stats).
 SELECT status, count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS oldest
 FROM outbox GROUP BY status ORDER BY status;
+
+-- --- vacuum where autovacuum is off (store.vacuuming_shares) -----------------------------------
+
+-- name: shares_dead_rows
+-- Live and dead rows of `shares` and of its TOAST table (the statistics, up to a second late under
+-- load), and whether autovacuum looks after them: on, counting rows, not disabled on either table.
+SELECT current_setting('autovacuum')::bool
+       AND current_setting('track_counts')::bool
+       AND NOT EXISTS (SELECT FROM pg_options_to_table(c.reloptions)
+                       WHERE option_name = 'autovacuum_enabled' AND NOT option_value::bool)
+       AND NOT EXISTS (SELECT FROM pg_options_to_table(t.reloptions)
+                       WHERE option_name = 'autovacuum_enabled' AND NOT option_value::bool)
+       AS autovacuum,
+       coalesce(pg_stat_get_live_tuples(c.oid), 0) AS heap_live,
+       coalesce(pg_stat_get_dead_tuples(c.oid), 0) AS heap_dead,
+       coalesce(pg_stat_get_live_tuples(t.oid), 0) AS toast_live,
+       coalesce(pg_stat_get_dead_tuples(t.oid), 0) AS toast_dead
+FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+WHERE c.oid = 'shares'::regclass;
+
+-- name: vacuum_shares
+-- Plain VACUUM of `shares` and its TOAST table: the dead rows' space becomes free for new rows,
+-- and reads and writes go on meanwhile. SKIP_LOCKED: a vacuum already at work makes this one a
+-- no-op; TRUNCATE false: never take the exclusive lock that handing the file's empty tail back to
+-- the OS needs (the space is reused instead).
+VACUUM (SKIP_LOCKED, TRUNCATE false) shares;
