@@ -133,8 +133,10 @@ class Deliveries:
 
     async def next(self, timeout: float) -> AbstractIncomingMessage | None:
         """The next delivery, or None after `timeout` seconds without one."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel that races the get.
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
         except TimeoutError:
             return None
 

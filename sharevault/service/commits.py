@@ -67,9 +67,9 @@ class CommitWaiter:
             if remaining <= 0:
                 return await self._settled_in_table(pending)
             try:
-                await asyncio.wait_for(
-                    asyncio.shield(pending.future), min(remaining, RECHECK_EVERY)
-                )
+                # shield: a timeout must not cancel the future a later notice resolves.
+                async with asyncio.timeout(min(remaining, RECHECK_EVERY)):
+                    await asyncio.shield(pending.future)
                 return True
             except TimeoutError:
                 # A notice can be lost (listener reconnecting): the table has the last word.

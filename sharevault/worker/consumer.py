@@ -301,4 +301,5 @@ class ShareWorker:
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake up at once when the worker is told to stop."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()

@@ -67,7 +67,8 @@ class Inbox:
                 break
             if not self:
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._arrived.wait()
                 except TimeoutError:
                     break
             elif self._weight(self._next()) > size - shares:

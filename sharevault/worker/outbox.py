@@ -66,7 +66,8 @@ class OutboxSender:
             await self._sample_gauges()
             if handled < limit:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._settings.outbox_poll_interval)
+                    async with asyncio.timeout(self._settings.outbox_poll_interval):
+                        await stop.wait()
 
     async def _sample_gauges(self) -> None:
         """Pending reports and the oldest one's age, for /metrics (at most every few seconds)."""
