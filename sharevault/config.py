@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     outbox_backoff_initial: float = Field(default=1.0, gt=0)
     outbox_backoff_max: float = Field(default=300.0, gt=0)
     outbox_horizon: float = Field(default=86400.0, gt=0)
+    # Settled reports (sent, failed, expired) are kept this many seconds for `stats` and audits,
+    # then deleted by the worker; 0 keeps them forever.
+    outbox_keep: float = Field(default=7 * 86400.0, ge=0)
 
     @field_validator("allowed_ips", "trusted_proxies", mode="before")
     @classmethod

@@ -321,6 +321,11 @@ class Store:
         rows = await self.pool.fetch(Q["outbox_summary"])
         return {r["status"]: (r["n"], r["oldest"]) for r in rows}
 
+    async def prune_outbox(self, older_than: float, limit: int = 1000) -> int:
+        """Delete up to `limit` settled reports finished more than `older_than` seconds ago."""
+        status = await self.pool.execute(Q["outbox_prune"], older_than, limit)
+        return int(status.rsplit(" ", 1)[-1])
+
     # --- vacuum where autovacuum is off (vacuuming_shares) ---------------------------------------
 
     async def dead_rows(self) -> DeadRows:

@@ -150,6 +150,14 @@ GROUP BY kind, backup_method ORDER BY kind, backup_method;
 SELECT status, count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS oldest
 FROM outbox GROUP BY status ORDER BY status;
 
+-- name: outbox_prune
+-- Settled reports that finished more than $1 seconds ago, at most $2 per call (short locks).
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox
+    WHERE status <> 'pending' AND finished_at < now() - make_interval(secs => $1::float8)
+    LIMIT $2
+);
+
 -- --- vacuum where autovacuum is off (store.vacuuming_shares) -----------------------------------
 
 -- name: shares_dead_rows

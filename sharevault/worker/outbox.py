@@ -23,6 +23,8 @@ _JITTER = random.SystemRandom()
 # Many rows told "Retry-After: n" at once should not all come back in the same instant.
 RETRY_AFTER_SPREAD = 0.1
 GAUGE_EVERY = 5.0
+PRUNE_EVERY = 60.0
+PRUNE_CHUNK = 1000
 
 
 def backoff(attempts: int, initial: float, cap: float) -> float:
@@ -49,6 +51,8 @@ class OutboxSender:
         # True while reports are on the wire: stopping then waits for Portal's answers.
         self.sending = False
         self._sampled = -GAUGE_EVERY
+        self._pruned = -PRUNE_EVERY
+        self.pruned = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due reports until `stop` is set; the batch in hand is finished, not dropped."""
@@ -64,10 +68,24 @@ class OutboxSender:
                 log.exception("outbox: unexpected error")
                 handled = 0
             await self._sample_gauges()
+            await self._prune()
             if handled < limit:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._settings.outbox_poll_interval):
                         await stop.wait()
+
+    async def _prune(self) -> None:
+        """Delete settled reports older than OUTBOX_KEEP (every minute, in short chunks)."""
+        keep, now = self._settings.outbox_keep, time.monotonic()
+        if keep <= 0 or now - self._pruned < PRUNE_EVERY:
+            return
+        self._pruned = now
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            while (deleted := await self._store.prune_outbox(keep, PRUNE_CHUNK)) > 0:
+                self.pruned += deleted
+                if deleted < PRUNE_CHUNK:
+                    break
+                await asyncio.sleep(0)  # let the reports go out between chunks
 
     async def _sample_gauges(self) -> None:
         """Pending reports and the oldest one's age, for /metrics (at most every few seconds)."""

@@ -206,6 +206,34 @@ async def test_applied_client_shares_owe_one_report_each(
     ]
 
 
+async def test_settled_reports_are_pruned_after_the_keep_time_pending_ones_never(
+    store: Store, db: asyncpg.Connection
+) -> None:
+    await store.upsert_batch([client_row(n, 1, f"r{n}") for n in range(5)])
+    # r0, r1 settled 8 days ago, r2 a minute ago; r3 still pending although created long ago.
+    await db.execute(
+        "UPDATE outbox SET status = 'sent', bearer_sealed = NULL,"
+        " finished_at = now() - interval '8 days' WHERE message_id IN ('r0', 'r1')"
+    )
+    await db.execute(
+        "UPDATE outbox SET status = 'failed', bearer_sealed = NULL,"
+        " finished_at = now() - interval '1 minute' WHERE message_id = 'r2'"
+    )
+    await db.execute(
+        "UPDATE outbox SET created_at = now() - interval '30 days' WHERE message_id = 'r3'"
+    )
+    week = 7 * 86400.0
+    assert await store.prune_outbox(week, limit=1) == 1  # in chunks
+    assert await store.prune_outbox(week) == 1
+    assert await store.prune_outbox(week) == 0
+    left = await db.fetch("SELECT message_id, status FROM outbox ORDER BY message_id")
+    assert [tuple(r.values()) for r in left] == [
+        ("r2", "failed"),
+        ("r3", "pending"),
+        ("r4", "pending"),
+    ]
+
+
 async def test_a_batch_is_one_statement_and_a_release_sends_nothing(database_url: str) -> None:
     """No BEGIN/COMMIT, no separate outbox insert or NOTIFY, and no pool reset query."""
     async with open_store(database_url, size=1) as one:
