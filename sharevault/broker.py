@@ -215,7 +215,10 @@ class Broker:
     async def _open_channel(self, conn: AbstractConnection) -> None:
         await declare_topology(self._url, self.topology, self.options)
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchange = await channel.get_exchange(self.topology.ingest)
+        # ensure=False: no passive declare that a robust channel would repeat when it reopens.
+        # Were the exchange deleted under us, the broker would close the channel on every
+        # publish; re-declaring it on each reopen would fail again, in a loop that never ends.
+        self._exchange = await channel.get_exchange(self.topology.ingest, ensure=False)
         self._connection = conn
         self._channel = channel
         self._down_since = None
@@ -277,9 +280,10 @@ class Broker:
             raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from None
 
     async def _get_exchange(self, channel: AbstractChannel, name: str) -> AbstractExchange:
-        # One passive declare per exchange, not per message (DLQ tools republish thousands).
+        # One object per exchange, not per message (DLQ tools republish thousands); not declared,
+        # as above: the topology is declared when the broker connects.
         if name not in self._exchanges:
-            self._exchanges[name] = await channel.get_exchange(name)
+            self._exchanges[name] = await channel.get_exchange(name, ensure=False)
         return self._exchanges[name]
 
     @asynccontextmanager
@@ -304,11 +308,9 @@ class Broker:
 
     async def hold_lock(self, name: str) -> None:
         """Own an exclusive queue as a mutex until this connection closes; raises when taken."""
-        if self._connection is None:
-            raise BrokerUnavailable("broker not connected")
-        channel = await self._connection.channel()
+        channel = await self._plain_channel()
         try:
-            await channel.declare_queue(name, exclusive=True, auto_delete=True)
+            await channel.queue_declare(name, exclusive=True, auto_delete=True)
         except aiormq.exceptions.ChannelLockedResource:
             raise BrokerUnavailable(f"{name} is held by another command") from None
 
@@ -321,13 +323,21 @@ class Broker:
 
     async def queue_counts(self, name: str) -> tuple[int, int] | None:
         """(messages ready, consumers) of a queue, None when it does not exist (`stats`)."""
-        if self._connection is None:
-            raise BrokerUnavailable("broker not connected")
-        channel = await self._connection.channel()
+        channel = await self._plain_channel()
         try:
-            declared = await channel.declare_queue(name, passive=True)
+            declared = await channel.queue_declare(name, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             return None  # the broker closed this channel with its answer
-        result = declared.declaration_result
-        await channel.close()
-        return int(result.message_count or 0), int(result.consumer_count or 0)
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        return int(declared.message_count or 0), int(declared.consumer_count or 0)
+
+    async def _plain_channel(self) -> aiormq.abc.AbstractChannel:
+        """A channel of this connection that never reopens by itself. A robust one that the
+        broker closes (a 404 answering a passive declare) reopens and stays open: the gateway's
+        queue gauges leaked one per sample while a queue was missing."""
+        if self._connection is None or self._connection.transport is None:
+            raise BrokerUnavailable("broker not connected")
+        return await self._connection.transport.connection.channel()

@@ -4,14 +4,16 @@ once the broker is back (no connection attempt may hang for good)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
 
-from sharevault.broker import Broker
+from sharevault.broker import Broker, BrokerUnavailable, delete_topology
 from sharevault.config import Settings
+from sharevault.crypto import Identity
 from sharevault.testing.faultproxy import fault_proxy
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, seal_message
 from tests.waiting import eventually
 
 
@@ -29,3 +31,40 @@ async def test_broker_connects_after_an_outage_that_began_before_start(
             await asyncio.sleep(outage)
             proxy.restore()
             await eventually(lambda: broker.ready, timeout=30)
+
+
+async def test_a_topology_deleted_under_a_running_broker_link_fails_publishes_and_no_more(
+    settings: Settings,
+) -> None:
+    # A robust channel closed by the broker reopens and re-declares what it declared. A passive
+    # declare of the deleted exchange would then fail again, for ever: seen as a gateway whose
+    # queues were deleted under it spinning at 40 % CPU and growing to 2.3 GB.
+    async with Broker.from_settings(settings, name="deleted-test") as broker:
+        await broker.wait_ready(10)
+        message = seal_message(settings, Identity("custodian", "c", "GDRIVE", ""), b"s", 1)
+        await broker.publish(message, timeout=5)
+        await delete_topology(settings.amqp_url.get_secret_value(), broker.topology)
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish(message, timeout=5)
+        assert await broker.queue_counts(broker.topology.shares) is None
+        await asyncio.sleep(0.5)  # let the channel reopen
+        started = time.process_time()
+        await asyncio.sleep(1.0)
+        idle_cpu = time.process_time() - started
+        assert idle_cpu < 0.2, f"{idle_cpu:.2f} s of CPU in 1 s of doing nothing"
+
+
+async def test_sampling_a_missing_queue_leaves_no_channel_open(settings: Settings) -> None:
+    # The gateway samples queue depths for its gauges; each sample of a missing queue used to
+    # leave a channel behind (robust channels reopen after the broker's 404).
+    async with Broker.from_settings(settings, name="gauge-test") as broker:
+        await broker.wait_ready(10)
+        assert broker._connection is not None and broker._connection.transport is not None
+        channels = broker._connection.transport.connection.channels
+        before = len(channels)
+        for _ in range(10):
+            assert await broker.queue_counts(f"{settings.amqp_prefix}.no-such-queue") is None
+        assert await broker.queue_counts(broker.topology.shares) == (0, 0)
+        await asyncio.sleep(0.5)  # time for a robust channel to have reopened
+        assert len(channels) == before
+        assert broker.ready
