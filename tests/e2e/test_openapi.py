@@ -54,6 +54,12 @@ async def run_schemathesis(url: str, report: Path, *args: str) -> dict[str, Any]
         f"{url}/openapi.json",
         "--checks",
         "all",
+        # Every check but one: a body the schema allows can still exceed MAX_BODY_BYTES (413 by
+        # design; JSON Schema cannot bound a whole body's size), and a path the generator does
+        # not percent-encode reaches the gateway as another client id. Those are refused with a
+        # 4xx JSON error, which is what the other checks hold the gateway to.
+        "--exclude-checks",
+        "positive_data_acceptance",
         "--generation-database",
         "none",
         "--no-color",
