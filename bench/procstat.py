@@ -47,12 +47,25 @@ def cmdline(pid: int) -> str:
 
 def children_of(parent: int) -> list[int]:
     """Live processes whose parent is `parent`."""
-    found = []
+    return parent_table().get(parent, [])
+
+
+def parent_table() -> dict[int, list[int]]:
+    """Every live process's children, from one pass over /proc."""
+    table: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             st = read_stat(int(entry.name))
-            if st is not None and st.ppid == parent:
-                found.append(int(entry.name))
+            if st is not None:
+                table.setdefault(st.ppid, []).append(int(entry.name))
+    return table
+
+
+def with_descendants(roots: list[int], table: dict[int, list[int]]) -> list[tuple[int, int]]:
+    """(pid, parent) of each root and every process below it; a root's parent reads 0."""
+    found = [(root, 0) for root in roots]
+    for pid, _ in found:  # grows while it is walked: breadth first
+        found.extend((child, pid) for child in table.get(pid, []))
     return found
 
 
@@ -110,27 +123,48 @@ def own_backends(postmaster: int, databases: set[str]) -> list[int]:
 
 @dataclass
 class Group:
-    """A named set of processes whose CPU is followed pid by pid (exited ones keep their last)."""
+    """A named set of processes whose CPU is followed pid by pid (exited ones keep their last);
+    with `tree`, their child processes too (a service of several processes)."""
 
     name: str
     pids: Callable[[], list[int]]
+    tree: bool = False
     base: dict[int, float] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)
+    parent: dict[int, int] = field(default_factory=dict)
     rss: int = 0
 
-    def sample(self, first: bool) -> None:
+    def sample(self, first: bool, table: dict[int, list[int]] | None = None) -> None:
         rss = 0
-        for pid in self.pids():
+        roots = self.pids()
+        found = with_descendants(roots, table) if self.tree and table is not None else []
+        listed = found or [(pid, 0) for pid in roots]
+        seen = set()
+        for pid, parent in listed:
             st = read_stat(pid)
             if st is None:
                 continue
+            seen.add(pid)
             value = st.cpu + st.children_cpu
             if pid not in self.base:
                 # Present at the first sample: count from now; born later: count all of it.
                 self.base[pid] = value if first else 0.0
+            if parent:
+                self.parent[pid] = parent
             self.last[pid] = value
             rss += st.rss
         self.rss = rss
+        if self.tree:
+            self._fold_reaped(seen)
+
+    def _fold_reaped(self, seen: set[int]) -> None:
+        # A child that is gone was reaped by its parent, whose reaped-children time now holds all
+        # of its CPU: moving its base onto the parent's keeps the sum, and counts nothing twice.
+        for pid in [p for p in self.parent if p not in seen]:
+            parent = self.parent.pop(pid)
+            if parent in self.base and pid in self.base:
+                self.base[parent] += self.base.pop(pid)
+                self.last.pop(pid, None)
 
     @property
     def cpu(self) -> float:
@@ -150,15 +184,16 @@ class Probe:
         self._thread = threading.Thread(target=self._loop, name="probe", daemon=True)
         self.t0 = time.monotonic()
 
-    def follow(self, name: str, pids: Callable[[], list[int]]) -> None:
+    def follow(self, name: str, pids: Callable[[], list[int]], *, tree: bool = False) -> None:
         with self._lock:
-            group = Group(name, pids)
-            group.sample(first=False)
+            group = Group(name, pids, tree)
+            group.sample(first=False, table=parent_table() if tree else None)
             self.groups[name] = group
             self.series.setdefault(name, [])
 
     def follow_pid(self, name: str, pid: int) -> None:
-        self.follow(name, lambda: [pid])
+        """One process and its children (a gateway of several processes is one service)."""
+        self.follow(name, lambda: [pid], tree=True)
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -181,8 +216,10 @@ class Probe:
     def tick(self) -> None:
         now = time.monotonic() - self.t0
         with self._lock:
+            # One pass over /proc per tick, whatever the number of groups that need it.
+            table = parent_table() if any(g.tree for g in self.groups.values()) else None
             for name, group in self.groups.items():
-                group.sample(first=False)
+                group.sample(first=False, table=table)
                 self.series[name].append((now, group.rss / MB))
 
     def snapshot(self) -> dict[str, float]:

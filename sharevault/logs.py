@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,7 +23,8 @@ def new_request_id(offered: str | None = None) -> str:
     """The caller's id when it is sane (it ends up in logs and headers), else a fresh one."""
     if offered and _VALID_ID.match(offered):
         return offered
-    return uuid.uuid4().hex
+    # 32 hex digits like uuid4().hex, at a third of its cost: it is made for every request.
+    return os.urandom(16).hex()
 
 
 def valid_traceparent(value: str | None) -> str | None:
@@ -53,24 +54,33 @@ def install_request_ids() -> None:
     logging.setLogRecordFactory(_record_with_request_id)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    """Configure the root logger once, for the process's entry point."""
+def setup_logging(level: str = "INFO", fmt: str = "auto", *, with_pid: bool = False) -> None:
+    """Configure the root logger once, for the process's entry point (`with_pid`: one of several
+    gateway processes, each line says which)."""
     handler = logging.StreamHandler(sys.stderr)
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     formatter: logging.Formatter
     if as_json:
         formatter = JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+            + (" %(process)d" if with_pid else ""),
+            rename_fields={
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "process": "pid",
+            },
         )
     else:
         formatter = logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"
+            "%(asctime)s %(levelname)-7s %(name)s "
+            + ("%(process)d " if with_pid else "")
+            + "[%(request_id)s] %(message)s"
         )
     handler.setFormatter(formatter)
     install_request_ids()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp's access log line carries the request id too.
+    # The access log is off unless `sharevault serve --access-log`; its record has the request id.
     logging.getLogger("aiohttp.access").setLevel(max(root.level, logging.INFO))

@@ -3,7 +3,16 @@ client id, share, secret or token."""
 
 from __future__ import annotations
 
+import os
+from typing import Final
+
 from prometheus_client import Counter, Gauge, Histogram
+
+# prometheus_client's own switch, read by it when imported: `sharevault serve` with several
+# processes sets it for each of them, so that /metrics on any one shows the sum of all. A gauge
+# says how its values from several processes combine (a queue depth is one value, not a sum).
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+LATEST: Final = "livemostrecent"
 
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -31,8 +40,12 @@ COMMIT_WAIT_SECONDS = Histogram(
 DECRYPT_FAILURES = Counter(
     "sharevault_decrypt_failures", "Stored shares that failed to authenticate (never served)"
 )
-QUEUE_MESSAGES = Gauge("sharevault_queue_messages", "Messages ready in a queue", ["queue"])
-QUEUE_CONSUMERS = Gauge("sharevault_queue_consumers", "Consumers of a queue", ["queue"])
+QUEUE_MESSAGES = Gauge(
+    "sharevault_queue_messages", "Messages ready in a queue", ["queue"], multiprocess_mode=LATEST
+)
+QUEUE_CONSUMERS = Gauge(
+    "sharevault_queue_consumers", "Consumers of a queue", ["queue"], multiprocess_mode=LATEST
+)
 
 # --- worker ----------------------------------------------------------------------------------
 WORKER_MESSAGES = Counter(
@@ -52,9 +65,13 @@ WORKER_RETRIES = Counter(
     "sharevault_worker_retries", "Transient failures retried, by reason", ["reason"]
 )
 DEAD_LETTERS = Counter("sharevault_dead_letters", "Messages dead-lettered, by reason", ["reason"])
-OUTBOX_PENDING = Gauge("sharevault_outbox_pending", "Reports to Portal not yet delivered")
+OUTBOX_PENDING = Gauge(
+    "sharevault_outbox_pending", "Reports to Portal not yet delivered", multiprocess_mode=LATEST
+)
 OUTBOX_OLDEST_SECONDS = Gauge(
-    "sharevault_outbox_oldest_seconds", "Age of the oldest undelivered report to Portal"
+    "sharevault_outbox_oldest_seconds",
+    "Age of the oldest undelivered report to Portal",
+    multiprocess_mode=LATEST,
 )
 
 # --- replay ----------------------------------------------------------------------------------

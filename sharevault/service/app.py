@@ -14,7 +14,6 @@ from sharevault.service import clients, docs, health, metrics, openapi, webhooks
 from sharevault.service.client_auth import PortalBearerAuthenticator
 from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
-from sharevault.service.errors import error_middleware
 from sharevault.service.keys import (
     BROKER,
     CLIENT_AUTH,
@@ -25,8 +24,8 @@ from sharevault.service.keys import (
     STORE,
     WAITER,
 )
-from sharevault.service.metrics import metrics_middleware, queue_gauges
-from sharevault.service.tracing import request_id_middleware
+from sharevault.service.metrics import queue_gauges
+from sharevault.service.middleware import gateway_middleware
 from sharevault.store import CommitListener, open_store
 
 
@@ -61,8 +60,8 @@ async def _portal(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Routes, middleware and resource contexts; nothing connects until the app starts."""
     app = web.Application(
-        # Metrics outermost, so that the JSON errors are counted with their real status.
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
+        # Request id, JSON errors and metrics in one layer; JSON errors count with their status.
+        middlewares=[gateway_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -1,4 +1,4 @@
-"""Reading a JSON body into a pydantic model, with the 4xx each failure deserves."""
+"""Reading a JSON body into a pydantic model, with the 4xx each failure deserves; answering one."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sharevault.service.errors import ApiError
 from sharevault.service.keys import SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
+JSON_TYPE = "application/json; charset=utf-8"
 
 
 def describe_validation(exc: ValidationError) -> str:
@@ -39,3 +40,10 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise ApiError(400, "malformed_json", "body is not valid JSON") from None
         raise ApiError(422, "invalid_body", describe_validation(exc)) from None
+
+
+def json_answer(model: BaseModel) -> web.Response:
+    """A 200 whose body is the model by its aliases (the contract's field names)."""
+    # A ready header rather than json_response's content type and charset, set per answer.
+    body = model.model_dump_json(by_alias=True).encode()
+    return web.Response(body=body, headers={"Content-Type": JSON_TYPE})

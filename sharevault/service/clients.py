@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from sharevault.crypto import Identity
 from sharevault.schemas import UNKNOWN_METHOD, ClientBackup, ClientBackupAnswer, ClientBackupQuery
 from sharevault.schemas.common import ClientId
-from sharevault.service.bodies import describe_validation, read_model
+from sharevault.service.bodies import describe_validation, json_answer, read_model
 from sharevault.service.errors import ApiError
 from sharevault.service.ingest import accept_share
 from sharevault.service.keys import CLIENT_AUTH, KEYRING, SETTINGS, STORE
@@ -63,7 +63,7 @@ async def backup(request: web.Request) -> web.Response:
     answer = await accept_share(
         request, identity, body.share_text.encode(), report_api=report_api, bearer=bearer
     )
-    return web.json_response(text=answer.model_dump_json(by_alias=True))
+    return json_answer(answer)
 
 
 async def get_backup(request: web.Request) -> web.Response:
@@ -80,7 +80,7 @@ async def get_backup(request: web.Request) -> web.Response:
         text = open_stored(keyring, CLIENT, client_id, stored)
         if text is not None:
             answer = ClientBackupAnswer(cipherText=text)
-            return web.json_response(text=answer.model_dump_json(by_alias=True))
+            return json_answer(answer)
     raise ApiError(404, "not_found", "no client backup share matches")
 
 

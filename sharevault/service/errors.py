@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -12,8 +11,6 @@ from sharevault.schemas import ErrorBody, ErrorDetail
 from sharevault.store import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(Exception):
@@ -53,30 +50,25 @@ _HTTP_CODES = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the JSON error shape; a 5xx only when something of ours is down."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer to a failure; a 5xx only when something of ours is down (or a bug).
+    An HTTPException below 400 (a redirect) is not a failure: the caller lets it through."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException):
         code = _HTTP_CODES.get(exc.status, "http_error")
         # 405 must keep its Allow header (RFC 9110).
         kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(exc.status, code, exc.reason, kept)
-    except BrokerUnavailable:
+    if isinstance(exc, BrokerUnavailable):
         log.warning("broker unavailable for %s %s", request.method, request.path)
-        exc503 = unavailable("broker_unavailable", "the queue did not confirm; retry shortly")
-        return error_response(exc503.status, exc503.code, exc503.message, exc503.headers)
-    except TRANSIENT_ERRORS as exc:
+        down = unavailable("broker_unavailable", "the queue did not confirm; retry shortly")
+        return error_response(down.status, down.code, down.message, down.headers)
+    if isinstance(exc, TRANSIENT_ERRORS):
         log.warning(
             "database unavailable for %s %s (%s)", request.method, request.path, type(exc).__name__
         )
-        exc503 = unavailable("database_unavailable", "storage is unreachable; retry shortly")
-        return error_response(exc503.status, exc503.code, exc503.message, exc503.headers)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal error")
+        down = unavailable("database_unavailable", "storage is unreachable; retry shortly")
+        return error_response(down.status, down.code, down.message, down.headers)
+    log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error")

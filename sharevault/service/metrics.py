@@ -1,4 +1,5 @@
-"""`/metrics` and the middleware that counts and times every request by route (not by path)."""
+"""`/metrics` (one process or the sum of several), and counting and timing every request by
+route (not by path)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,24 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from sharevault.broker import Broker
-from sharevault.metrics import HTTP_REQUESTS, HTTP_SECONDS, QUEUE_CONSUMERS, QUEUE_MESSAGES
-from sharevault.service.errors import Handler
+from sharevault.metrics import (
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    MULTIPROCESS_DIR,
+    QUEUE_CONSUMERS,
+    QUEUE_MESSAGES,
+)
 from sharevault.service.keys import BROKER
 
 
@@ -23,25 +37,41 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        route = route_label(request)
-        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        HTTP_SECONDS.labels(route, request.method).observe(time.perf_counter() - started)
+_Series = tuple[Counter, Histogram]
+# Labelled children resolved once per (route, method, status): `.labels()` takes a lock and
+# builds a key on every call. Bounded, as a method the router does not know can be any token.
+_SERIES: dict[tuple[str, str, int], _Series] = {}
+_SERIES_CACHED = 512
+
+
+def count_request(request: web.Request, status: int, started: float) -> None:
+    """Count one answered request and its latency since `started` (time.perf_counter)."""
+    key = (route_label(request), request.method, status)
+    series = _SERIES.get(key)
+    if series is None:
+        route, method, _ = key
+        series = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_SECONDS.labels(route, method),
+        )
+        if len(_SERIES) < _SERIES_CACHED:
+            _SERIES[key] = series
+    series[0].inc()
+    series[1].observe(time.perf_counter() - started)
+
+
+def _registry() -> CollectorRegistry:
+    if MULTIPROCESS_DIR is None:
+        return REGISTRY
+    # Several gateway processes: every process's samples, summed (or per gauge mode) from the
+    # files they all write to the shared directory.
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+    return registry
 
 
 async def metrics_endpoint(_request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest(REGISTRY))
+    response = web.Response(body=generate_latest(_registry()))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 

@@ -5,29 +5,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sharevault.logs import new_request_id, request_context, valid_traceparent
-from sharevault.service.errors import Handler
+from sharevault.logs import new_request_id, valid_traceparent
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID = web.RequestKey("request_id", str)
 TRACEPARENT = web.RequestKey("traceparent", str)
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+def take_request_id(request: web.Request) -> str:
+    """The request's id (the caller's when sane, else a fresh one), kept on the request along
+    with a valid `traceparent`; the gateway's middleware echoes it and puts it on log records."""
+    headers = request.headers
+    request_id = new_request_id(headers.get(REQUEST_ID_HEADER))
     request[REQUEST_ID] = request_id
-    traceparent = valid_traceparent(request.headers.get("traceparent"))
+    traceparent = valid_traceparent(headers.get("traceparent"))
     if traceparent:
         request[TRACEPARENT] = traceparent
-    with request_context(request_id):
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers[REQUEST_ID_HEADER] = request_id
-            raise
-    response.headers[REQUEST_ID_HEADER] = request_id
-    return response
+    return request_id
 
 
 def propagation_headers(request: web.Request) -> dict[str, str]:

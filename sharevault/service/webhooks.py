@@ -9,7 +9,7 @@ from aiohttp import web
 from sharevault.crypto import Identity
 from sharevault.schemas import WebhookBackup, WebhookFetch
 from sharevault.service.auth import require_webhook_secret
-from sharevault.service.bodies import read_model
+from sharevault.service.bodies import json_answer, read_model
 from sharevault.service.ingest import accept_share
 from sharevault.service.ipfilter import require_allowed_ip
 from sharevault.service.keys import KEYRING, STORE
@@ -27,7 +27,7 @@ async def backup(request: web.Request) -> web.Response:
     body = await read_model(request, WebhookBackup)
     identity = Identity(CUSTODIAN, body.client_id, body.backup_method, body.backup_share_pair_id)
     answer = await accept_share(request, identity, body.share_text.encode())
-    return web.json_response(text=answer.model_dump_json(by_alias=True))
+    return json_answer(answer)
 
 
 async def backup_fetch(request: web.Request) -> web.Response:
