@@ -34,24 +34,14 @@ import asyncpg
 from bench.baselines.rawsql import UPSERT_BATCH
 from bench.procstat import cluster_cpu, own_backends, postmaster_pid, read_stat
 from sharevault.crypto import Identity, Keyring
-from sharevault.store import SealedRow, migrate, open_store, vacuuming_shares
+from sharevault.store import SealedRow, migrate, open_store, share_columns, vacuuming_shares
 
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 VARIANTS = ("old", "new", "new+vacuum", "raw", "naive")
 
 # --- the write path before this change, for the comparison only ---------------------------------
 
-OLD_UPSERT = """
-INSERT INTO shares AS s
-    (kind, client_id, backup_method, pair_id, sealed, key_id, version, message_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
-                     $7::bigint[], $8::text[])
-ON CONFLICT (kind, client_id, backup_method, pair_id) DO UPDATE
-SET sealed = excluded.sealed, key_id = excluded.key_id, version = excluded.version,
-    message_id = excluded.message_id, updated_at = now()
-WHERE (excluded.version, excluded.message_id) > (s.version, s.message_id)
-RETURNING message_id
-"""
+OLD_UPSERT = UPSERT_BATCH + "RETURNING message_id\n"
 OLD_NOTIFY = "SELECT pg_notify('sharevault_committed', $1)"
 OLD_OUTBOX = """
 INSERT INTO outbox (message_id, client_id, backup_method, pair_id, report_api, bearer_sealed,
@@ -80,17 +70,7 @@ async def old_upsert_batch(pool: asyncpg.Pool, rows: Sequence[SealedRow]) -> set
             newest[row.identity] = row
     chosen = list(newest.values())
     async with pool.acquire() as conn, conn.transaction():
-        applied = await conn.fetch(
-            OLD_UPSERT,
-            [r.identity.kind for r in chosen],
-            [r.identity.client_id for r in chosen],
-            [r.identity.backup_method for r in chosen],
-            [r.identity.pair_id for r in chosen],
-            [r.sealed for r in chosen],
-            [Keyring.key_id_of(r.sealed) for r in chosen],
-            [r.version for r in chosen],
-            [r.message_id for r in chosen],
-        )
+        applied = await conn.fetch(OLD_UPSERT, *share_columns(chosen))
         applied_ids = {r["message_id"] for r in applied}
         owed = [
             r
@@ -314,17 +294,7 @@ async def _timed(
 async def _raw(conn: asyncpg.Connection, rows: Sequence[SealedRow]) -> None:
     newest = {r.identity: r for r in sorted(rows, key=lambda r: (r.version, r.message_id))}
     chosen = list(newest.values())
-    await conn.execute(
-        UPSERT_BATCH,
-        [r.identity.kind for r in chosen],
-        [r.identity.client_id for r in chosen],
-        [r.identity.backup_method for r in chosen],
-        [r.identity.pair_id for r in chosen],
-        [r.sealed for r in chosen],
-        [Keyring.key_id_of(r.sealed) for r in chosen],
-        [r.version for r in chosen],
-        [r.message_id for r in chosen],
-    )
+    await conn.execute(UPSERT_BATCH, *share_columns(chosen))
 
 
 async def _naive(pool: asyncpg.Pool, rows: Sequence[SealedRow]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -114,6 +115,21 @@ class OutboxOutcome:
     reason: str | None = None
 
 
+def share_columns(rows: Sequence[SealedRow]) -> list[list[Any]]:
+    """The columns of `upsert`-style unnest statements: kind, client_id, backup_method, pair_id,
+    sealed, key_id, version, message_id (in that order, one array each)."""
+    return [
+        [r.identity.kind for r in rows],
+        [r.identity.client_id for r in rows],
+        [r.identity.backup_method for r in rows],
+        [r.identity.pair_id for r in rows],
+        [r.sealed for r in rows],
+        [Keyring.key_id_of(r.sealed) for r in rows],
+        [r.version for r in rows],
+        [r.message_id for r in rows],
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class StoredShare:
     backup_method: str
@@ -165,14 +181,7 @@ class Store:
         owed = [r for r in chosen if r.report_api is not None and r.bearer_sealed is not None]
         result = await self.pool.fetchrow(
             Q["store_batch"],
-            [r.identity.kind for r in chosen],
-            [r.identity.client_id for r in chosen],
-            [r.identity.backup_method for r in chosen],
-            [r.identity.pair_id for r in chosen],
-            [r.sealed for r in chosen],
-            [Keyring.key_id_of(r.sealed) for r in chosen],
-            [r.version for r in chosen],
-            [r.message_id for r in chosen],
+            *share_columns(chosen),
             [r.message_id for r in owed],
             [r.report_api for r in owed],
             [r.bearer_sealed for r in owed],
