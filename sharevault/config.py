@@ -91,7 +91,8 @@ class Settings(BaseSettings):
 
     worker_prefetch: int = Field(default=256, ge=2)
     worker_batch_size: int = Field(default=128, ge=1)
-    worker_linger_ms: float = Field(default=2.0, ge=0)
+    # 0: group commit, a batch is what arrived while the previous one was being committed.
+    worker_linger_ms: float = Field(default=0.0, ge=0)
     # Prometheus /metrics of a worker (0: off, the default, so that several can share a host).
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
