@@ -71,7 +71,8 @@ class Inbox:
                         await self._arrived.wait()
                 except TimeoutError:
                     break
-            elif self._weight(self._next()) > size - shares:
+                continue  # what arrived is weighed like the rest
+            if self._weight(self._next()) > size - shares:
                 break  # the next one would make the batch too big: it starts the next batch
             more, weight = self.take(size - shares)
             batch.extend(more)

@@ -88,6 +88,21 @@ async def test_the_inbox_sizes_batches_in_shares() -> None:
     assert shares_in({SHARES_HEADER: "7"}) == shares_in(None) == 1
 
 
+async def test_a_delivery_arriving_while_the_inbox_lingers_is_weighed_too() -> None:
+    inbox = Inbox(lambda d: shares_in(d.headers))
+    inbox.put(FakeDelivery("a", {SHARES_HEADER: 6}), live=True)  # type: ignore[arg-type]
+
+    async def later() -> None:
+        await asyncio.sleep(0.01)
+        inbox.put(FakeDelivery("big", {SHARES_HEADER: 5}), live=True)  # type: ignore[arg-type]
+
+    task = asyncio.create_task(later())
+    batch = await inbox.next_batch(asyncio.Event(), size=8, linger=0.5)
+    await task
+    assert [d.name for d in batch] == ["a"]  # type: ignore[attr-defined]
+    assert len(inbox) == 1  # "big" starts the next batch
+
+
 def test_a_dead_lettered_batch_is_listed_with_its_shares_and_clients() -> None:
     body = encode_batch([message("cl-1").encode(), message("cl-2").encode()])
     letter = DeadLetter.of("batch-9", body, {"x-death": [{"reason": "delivery_limit"}]})
