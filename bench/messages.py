@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
+
+import msgpack
 
 from sharevault.crypto import Identity, Keyring
 from sharevault.schemas import ShareMessage
@@ -29,11 +29,12 @@ def sealed_message(keyring: Keyring, identity: Identity, share: str, version: in
 
 
 class RawTemplate:
-    """The same JSON shape without per-message sealing (raw consumers do not open the seal)."""
+    """The gateway's wire format (a ShareMessage as MessagePack, SINGLE_CONTENT_TYPE) without
+    per-message sealing: raw consumers do not open the seal."""
 
     def __init__(self, keyring: Keyring, shares: list[str]) -> None:
         probe = Identity("custodian", "x", "x", "x")
-        self.sealed = [base64.b64encode(keyring.seal(s.encode(), probe)).decode() for s in shares]
+        self.sealed = [keyring.seal(s.encode(), probe) for s in shares]
 
     def body(self, identity: Identity, version: int, index: int) -> tuple[str, bytes]:
         message_id = uuid.uuid4().hex
@@ -46,4 +47,4 @@ class RawTemplate:
             "pair_id": identity.pair_id,
             "sealed": self.sealed[index % len(self.sealed)],
         }
-        return message_id, json.dumps(doc).encode()
+        return message_id, msgpack.packb(doc)

@@ -35,7 +35,6 @@ from sharevault.consuming import (
     read_queue,
 )
 from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import SINGLE_CONTENT_TYPE
 from sharevault.topology import (
     QUORUM,
     SHARE_KEY,
@@ -252,9 +251,11 @@ class Broker:
         headers: Mapping[str, Any] | None = None,
         exchange: str | None = None,
         expiration: float | None = None,
-        content_type: str | None = SINGLE_CONTENT_TYPE,
+        content_type: str | None,
     ) -> None:
-        """Publish to `exchange` (default ingest, "" the default exchange) and await the confirm."""
+        """Publish to `exchange` (default ingest, "" the default exchange) and await the confirm.
+        `content_type` says how the body is encoded (schemas/message.py): always said, as a
+        body moved from one queue to another must keep its own."""
         if not self.ready or self._exchange is None or self._channel is None:
             raise BrokerUnavailable("broker not connected")
         msg = aio_pika.Message(

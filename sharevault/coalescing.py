@@ -33,7 +33,7 @@ class PublishRaw(Protocol):
         routing_key: str,
         timeout: float,
         headers: Mapping[str, Any] | None = None,
-        content_type: str | None = SINGLE_CONTENT_TYPE,
+        content_type: str | None,
     ) -> Awaitable[None]: ...
 
 
@@ -127,6 +127,7 @@ class Coalescer:
             routing_key=self._routing_key,
             timeout=timeout,
             headers=message.context,
+            content_type=SINGLE_CONTENT_TYPE,
         )
 
     async def _send(self, batch: list[_Entry]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import resource
@@ -16,6 +15,7 @@ import time
 
 import aio_pika
 import asyncpg
+import msgpack
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench.baselines.rawsql import Row, upsert_rows
@@ -26,8 +26,8 @@ LINGER_S = 0.002
 
 
 def _row(body: bytes) -> Row:
-    doc = json.loads(body)
-    sealed = base64.b64decode(doc["sealed"])
+    doc = msgpack.unpackb(body)
+    sealed = doc["sealed"]
     key_id = sealed[1 : 1 + sealed[0]].decode()
     return (
         doc["kind"],

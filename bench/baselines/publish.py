@@ -19,6 +19,7 @@ from bench.messages import RawTemplate, backlog_identity
 from bench.workload import make_shares
 from sharevault.config import parse_keyring
 from sharevault.crypto import Keyring
+from sharevault.schemas.message import SINGLE_CONTENT_TYPE
 
 IN_FLIGHT = 64
 
@@ -41,7 +42,7 @@ async def publish(url: str, queue: str, count: int, identities: int, run_id: str
                 message = aio_pika.Message(
                     body,
                     message_id=message_id,
-                    content_type="application/json",
+                    content_type=SINGLE_CONTENT_TYPE,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 )
                 await exchange.publish(message, routing_key=queue)

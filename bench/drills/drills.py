@@ -240,6 +240,7 @@ async def duplicate_delivery(ctx: DrillContext) -> None:
                         routing_key=SHARE_KEY,
                         timeout=5,
                         headers={DUPLICATE: 1},
+                        content_type=delivery.content_type,
                     )
                     published += 1
                 await delivery.ack()

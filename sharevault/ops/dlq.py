@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -15,6 +14,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from sharevault.broker import Broker
 from sharevault.ops.times import show
+from sharevault.schemas.message import UndecodableError, decode_message
 from sharevault.topology import BACKLOG_KEY, DEAD_KEY
 from sharevault.worker.retry import (
     ATTEMPTS,
@@ -54,7 +54,13 @@ class DeadLetter:
     clients: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, message_id: str, body: bytes, headers: Mapping[str, Any]) -> DeadLetter:
+    def of(
+        cls,
+        message_id: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        content_type: str | None,
+    ) -> DeadLetter:
         reason, error = str(headers.get(REASON) or "unknown"), headers.get(ERROR)
         first, last = _time(headers.get(FIRST_FAILURE)), _time(headers.get(LAST_FAILURE))
         deaths = headers.get("x-death")
@@ -66,7 +72,7 @@ class DeadLetter:
             error = f"broker dead-lettered it from {latest.get('queue')}"
             last = _time(latest.get("time")) or last
             first = first or _time(deaths[-1].get("time"))
-        shares = _shares(body)
+        shares = _shares(body, content_type)
         identity = shares[0] if shares else {}
         clients = tuple(dict.fromkeys(str(s["client_id"]) for s in shares if "client_id" in s))
         return cls(
@@ -109,12 +115,12 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _shares(body: bytes) -> list[dict[str, Any]]:
+def _shares(body: bytes, content_type: str | None) -> list[dict[str, Any]]:
     """The identity fields of each share of a queue message (one, or a batch), read leniently:
     a dead letter may be garbage."""
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = decode_message(body, content_type)
+    except UndecodableError:
         return []
     if isinstance(data, dict) and isinstance(data.get("shares"), list):
         return [_identity(item) for item in data["shares"]]
@@ -217,7 +223,7 @@ async def _settle(
 ) -> None:
     """Publish the delivery where it goes (with confirm); the caller acks once all are out."""
     headers = dict(delivery.headers or {})
-    letter = DeadLetter.of(delivery.message_id or "", delivery.body, headers)
+    letter = DeadLetter.of(delivery.message_id or "", delivery.body, headers, delivery.content_type)
     result.by_reason[letter.reason] += 1
     chosen = Action.KEEP
     if selection.matches(letter):

@@ -102,6 +102,7 @@ async def _mark_end(broker: Broker) -> tuple[int, str]:
         exchange="",
         headers={MARKER: marker},
         timeout=10,
+        content_type="application/json",
     )
     async with broker.reader(journal, prefetch=PREFETCH, arguments={OFFSET: "last"}) as it:
         while (delivery := await it.next(IDLE_WAIT)) is not None:

@@ -1,12 +1,19 @@
-"""The queue messages: one sealed share, or a batch of them coalesced by the gateway."""
+"""The queue messages: one sealed share, or a batch of them coalesced by the gateway.
+
+On the wire a message is MessagePack: the sealed bytes travel as they are, where JSON needed base64
+(a third more bytes through RabbitMQ, and the worker's largest CPU cost was decoding it). Messages
+of an earlier version, JSON with base64, are still read (`decode_message`), so an upgrade never
+strands what is queued, retried or dead-lettered."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import msgpack
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -21,15 +28,20 @@ from sharevault.schemas.common import BackupMethod, ClientId, PairIdStr
 
 KINDS = ("custodian", "client")
 BEARER_KIND = "bearer"
-# A message of this content type carries several shares: {"shares": [ShareMessage, ...]}.
-BATCH_CONTENT_TYPE = "application/vnd.sharevault.batch+json"
-SINGLE_CONTENT_TYPE = "application/json"
+# One share: a ShareMessage as a MessagePack map.
+SINGLE_CONTENT_TYPE = "application/vnd.sharevault.share+msgpack"
+# Several shares: {"shares": [ShareMessage, ...]} as MessagePack.
+BATCH_CONTENT_TYPE = "application/vnd.sharevault.batch+msgpack"
+# What earlier versions published, with base64 for bytes; read, no longer written.
+JSON_SINGLE_CONTENT_TYPE = "application/json"
+JSON_BATCH_CONTENT_TYPE = "application/vnd.sharevault.batch+json"
+BATCH_CONTENT_TYPES = (BATCH_CONTENT_TYPE, JSON_BATCH_CONTENT_TYPE)
 # Header of a batch message: how many shares it carries (the worker sizes its batches by it).
 SHARES_HEADER = "x-sharevault-shares"
 
 
 def _decode_base64(value: Any) -> Any:
-    # Decoded once, here: the model holds bytes, and JSON carries base64.
+    # Decoded once, here: the model holds bytes; JSON carries base64, MessagePack bytes.
     if not isinstance(value, str):
         return value
     try:
@@ -42,11 +54,11 @@ def _encode_base64(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
 
-# Strict: only a base64 string validates (raw bytes never come from JSON).
+# From JSON only a base64 string validates; from MessagePack, bytes. JSON output is base64.
 Base64Bytes = Annotated[
     bytes,
     BeforeValidator(_decode_base64),
-    PlainSerializer(_encode_base64, return_type=str),
+    PlainSerializer(_encode_base64, return_type=str, when_used="json"),
 ]
 
 
@@ -110,14 +122,55 @@ class ShareMessage(BaseModel):
         )
 
     def encode(self) -> bytes:
-        """The message body: JSON, binary fields in base64, absent optional fields left out."""
-        return self.model_dump_json(exclude_none=True).encode()
+        """The message body (SINGLE_CONTENT_TYPE): MessagePack, absent optional fields left out."""
+        # By hand rather than model_dump: this runs once per accepted share, and is 4x cheaper.
+        fields = {name: getattr(self, name) for name in _WIRE_FIELDS}
+        return _pack({name: value for name, value in fields.items() if value is not None})
 
     @property
     def identity(self) -> Identity:
         return Identity(self.kind, self.client_id, self.backup_method, self.pair_id)
 
 
+_WIRE_FIELDS = tuple(ShareMessage.model_fields)
+_pack = msgpack.Packer().pack
+_BATCH_KEY = _pack("shares")
+
+
+class UndecodableError(ValueError):
+    """A body that is not a message of its content type at all (not even a map)."""
+
+
 def encode_batch(items: Sequence[bytes]) -> bytes:
-    """A batch body from already encoded messages (no second serialisation of each share)."""
-    return b'{"shares":[' + b",".join(items) + b"]}"
+    """A batch body (BATCH_CONTENT_TYPE) from already encoded messages: a map holding an array
+    of them, framed around their bytes with no second serialisation of any share."""
+    packer = msgpack.Packer()
+    head = packer.pack_map_header(1) + _BATCH_KEY + packer.pack_array_header(len(items))
+    return head + b"".join(items)
+
+
+def decode_message(body: bytes, content_type: str | None) -> Any:
+    """The plain data of a body by its content type (MessagePack, or an earlier version's JSON),
+    not yet validated; UndecodableError when it does not parse at all."""
+    try:
+        if content_type in (SINGLE_CONTENT_TYPE, BATCH_CONTENT_TYPE):
+            return msgpack.unpackb(body)
+        return json.loads(body)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        # ValueError covers msgpack's ExtraData and FormatError, and bad UTF-8; the text
+        # would quote the body, so only the type travels.
+        raise UndecodableError(f"not {content_type or 'JSON'}: {type(exc).__name__}") from None
+
+
+def encode_item(item: Any, content_type: str | None) -> bytes:
+    """One share of a batch, as it was, re-encoded as a single message of the batch's format."""
+    if content_type == BATCH_CONTENT_TYPE:
+        return bytes(_pack(item))
+    return json.dumps(item).encode()
+
+
+def single_type_of(batch_content_type: str | None) -> str:
+    """The content type of one share taken out of a batch of this content type."""
+    if batch_content_type == BATCH_CONTENT_TYPE:
+        return SINGLE_CONTENT_TYPE
+    return JSON_SINGLE_CONTENT_TYPE

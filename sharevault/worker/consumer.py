@@ -22,7 +22,7 @@ from sharevault.metrics import (
     WORKER_MESSAGES,
     WORKER_RETRIES,
 )
-from sharevault.schemas.message import SHARES_HEADER
+from sharevault.schemas.message import SHARES_HEADER, SINGLE_CONTENT_TYPE
 from sharevault.store import DATABASE_ERRORS, PERMANENT_ERRORS, TRANSIENT_ERRORS, Store
 from sharevault.worker.decode import Flaw, Flawed, Opened, open_body, shares_in
 from sharevault.worker.inbox import DeliveryCounter, Inbox
@@ -64,16 +64,18 @@ class Part:
         """What moves to a retry level or the DLQ if this share cannot be stored now."""
         if not self.unit.batch:
             return Parcel.of(self.unit.delivery)
-        return _share_parcel(self.unit.delivery, self.share.message.encode(), self.share)
+        share = self.share
+        return _share_parcel(self.unit.delivery, share.message.encode(), share, SINGLE_CONTENT_TYPE)
 
 
-def _share_parcel(delivery: AbstractIncomingMessage, body: bytes, share: Opened | Flawed) -> Parcel:
+def _share_parcel(
+    delivery: AbstractIncomingMessage, body: bytes, share: Opened | Flawed, content_type: str | None
+) -> Parcel:
     """One share of a batch as a message of its own, with the batch's headers and its own ids."""
     headers = {k: v for k, v in clean_headers(delivery.headers).items() if k != SHARES_HEADER}
     headers.update(share.context)
-    return Parcel(
-        body, share.message_id if isinstance(share, Flawed) else share.row.message_id, headers
-    )
+    message_id = share.message_id if isinstance(share, Flawed) else share.row.message_id
+    return Parcel(body, message_id, headers, content_type)
 
 
 class ShareWorker:
@@ -204,7 +206,7 @@ class ShareWorker:
             parcel = (
                 Parcel.of(delivery)
                 if flawed.whole
-                else _share_parcel(delivery, flawed.body, flawed)
+                else _share_parcel(delivery, flawed.body, flawed, flawed.content_type)
             )
             await self._dead_letter(unit, parcel, reason)
         return contents.opened

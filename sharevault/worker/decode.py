@@ -1,12 +1,12 @@
 """From a queue message to the rows it stores: shared by the worker and `sharevault replay`.
 
-A message holds one share (application/json, a ShareMessage) or a batch the gateway coalesced
-({"shares": [ShareMessage, ...]}). A share of a batch that cannot be stored is set apart on its
-own, so that one bad share never holds back the others of its batch."""
+A message holds one share (a ShareMessage) or a batch the gateway coalesced ({"shares":
+[ShareMessage, ...]}), in MessagePack or, from an earlier version, JSON (schemas/message.py).
+A share of a batch that cannot be stored is set apart on its own, so that one bad share never
+holds back the others of its batch."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -17,7 +17,15 @@ from pydantic import BaseModel, ValidationError
 from sharevault.crypto import DecryptError, Keyring
 from sharevault.logs import new_request_id
 from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import BATCH_CONTENT_TYPE, SHARES_HEADER
+from sharevault.schemas.message import (
+    BATCH_CONTENT_TYPES,
+    SHARES_HEADER,
+    SINGLE_CONTENT_TYPE,
+    UndecodableError,
+    decode_message,
+    encode_item,
+    single_type_of,
+)
 from sharevault.store import SealedRow
 
 # The message headers that travel with a share (ids of the request, never secrets).
@@ -48,6 +56,7 @@ class Flawed:
     message_id: str
     context: Mapping[str, str]
     flaw: Flaw
+    content_type: str | None  # of `body`
     whole: bool = False  # the entire message, not one share of a batch
 
 
@@ -60,10 +69,6 @@ class Contents:
 
 class _Batch(BaseModel):
     shares: list[ShareMessage]
-
-
-class _LooseBatch(BaseModel):
-    shares: list[Any]
 
 
 def shares_in(headers: Mapping[str, Any] | None) -> int:
@@ -94,57 +99,71 @@ def open_body(
 ) -> Contents:
     """Every share of a message: those to store, and those (or the whole message) to park."""
     carried = context_of(headers)
-    if content_type != BATCH_CONTENT_TYPE:
+    batch = content_type in BATCH_CONTENT_TYPES
+    try:
+        data = decode_message(body, content_type)
+    except UndecodableError:
+        return _invalid(body, message_id, carried, content_type, batch=batch)
+    if not batch:
         try:
-            message = ShareMessage.model_validate_json(body)
+            message = ShareMessage.model_validate(data)
         except ValidationError:
-            return Contents(
-                [], [Flawed(body, message_id, carried, Flaw.INVALID, whole=True)], batch=False
-            )
-        share = _open(message, keyring, carried, body)
+            return _invalid(body, message_id, carried, content_type, batch=False)
+        share = _open(message, keyring, carried, (body, content_type))
         return Contents(*_split([share]), batch=False)
     try:
-        messages = _Batch.model_validate_json(body).shares
+        messages = _Batch.model_validate(data).shares
     except ValidationError:
-        return _open_loose(body, keyring, message_id, carried)
+        return _open_loose(data, body, keyring, content_type, message_id, carried)
     return Contents(*_split([_open(m, keyring, carried) for m in messages]), batch=True)
 
 
 def _open_loose(
-    body: bytes, keyring: Keyring, message_id: str, carried: dict[str, str]
+    data: Any,
+    body: bytes,
+    keyring: Keyring,
+    content_type: str | None,
+    message_id: str,
+    carried: dict[str, str],
 ) -> Contents:
     """A batch with a bad share: validate its shares one by one."""
-    try:
-        items = _LooseBatch.model_validate_json(body).shares
-    except ValidationError:
-        return Contents(
-            [], [Flawed(body, message_id, carried, Flaw.INVALID, whole=True)], batch=True
-        )
+    items = data.get("shares") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return _invalid(body, message_id, carried, content_type, batch=True)
     shares: list[Opened | Flawed] = []
     for index, item in enumerate(items):
         try:
             message = ShareMessage.model_validate(item)
         except ValidationError:
-            raw = json.dumps(item).encode()
             item_id = item.get("message_id") if isinstance(item, dict) else None
             name = item_id if isinstance(item_id, str) and item_id else f"{message_id}.{index}"
-            shares.append(Flawed(raw, name, carried, Flaw.INVALID))
+            raw = encode_item(item, content_type)
+            shares.append(Flawed(raw, name, carried, Flaw.INVALID, single_type_of(content_type)))
             continue
         shares.append(_open(message, keyring, carried))
     return Contents(*_split(shares), batch=True)
 
 
 def _open(
-    message: ShareMessage, keyring: Keyring, carried: dict[str, str], body: bytes | None = None
+    message: ShareMessage,
+    keyring: Keyring,
+    carried: dict[str, str],
+    whole: tuple[bytes, str | None] | None = None,
 ) -> Opened | Flawed:
+    """`whole`: the body and content type of a message that carries this share alone."""
     context = message.context or carried
     try:
         # Refuse to store what we could never serve back.
         keyring.open(message.sealed, message.identity)
     except DecryptError:
-        if body is not None:
-            return Flawed(body, message.message_id, context, Flaw.UNDECRYPTABLE, whole=True)
-        return Flawed(message.encode(), message.message_id, context, Flaw.UNDECRYPTABLE)
+        if whole is not None:
+            body, content_type = whole
+            return Flawed(
+                body, message.message_id, context, Flaw.UNDECRYPTABLE, content_type, whole=True
+            )
+        return Flawed(
+            message.encode(), message.message_id, context, Flaw.UNDECRYPTABLE, SINGLE_CONTENT_TYPE
+        )
     row = SealedRow(
         message.identity,
         message.sealed,
@@ -157,8 +176,11 @@ def _open(
     return Opened(message, row, context)
 
 
-def _invalid(body: bytes, message_id: str, carried: dict[str, str], *, batch: bool) -> Contents:
-    return Contents([], [Flawed(body, message_id, carried, Flaw.INVALID, whole=True)], batch)
+def _invalid(
+    body: bytes, message_id: str, carried: dict[str, str], content_type: str | None, *, batch: bool
+) -> Contents:
+    flawed = Flawed(body, message_id, carried, Flaw.INVALID, content_type, whole=True)
+    return Contents([], [flawed], batch)
 
 
 def _split(shares: list[Opened | Flawed]) -> tuple[list[Opened], list[Flawed]]:

@@ -96,10 +96,13 @@ class Parcel:
     body: bytes
     message_id: str
     headers: Mapping[str, Any]
+    content_type: str | None
 
     @classmethod
     def of(cls, delivery: AbstractIncomingMessage) -> Parcel:
-        return cls(delivery.body, delivery.message_id or "", delivery.headers or {})
+        return cls(
+            delivery.body, delivery.message_id or "", delivery.headers or {}, delivery.content_type
+        )
 
 
 class Retrier:
@@ -157,6 +160,7 @@ class Retrier:
                 headers=headers,
                 expiration=expiration,
                 timeout=self._timeout,
+                content_type=parcel.content_type,
             )
         except BrokerUnavailable:
             # Not moved: the caller hands its delivery back to the broker, after a pause.

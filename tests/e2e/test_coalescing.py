@@ -4,18 +4,23 @@ alone."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
 import aio_pika
 import asyncpg
+import msgpack
 
 from sharevault.broker import SHARE_KEY, Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import BATCH_CONTENT_TYPE, SHARES_HEADER, encode_batch
+from sharevault.schemas.message import (
+    BATCH_CONTENT_TYPE,
+    SHARES_HEADER,
+    SINGLE_CONTENT_TYPE,
+    encode_batch,
+)
 from tests.backupload import Client
 from tests.conftest import AMQP_URL, WorkerHandle, seal_message, secret_headers
 from tests.e2e.test_dlq_replay import POISON_TRIGGER, cli_json
@@ -90,7 +95,7 @@ async def test_a_bad_share_of_a_batch_is_parked_alone_and_the_others_are_stored(
         [
             good[0].encode(),
             undecryptable.encode(),
-            json.dumps(invalid).encode(),
+            msgpack.packb(invalid),
             good[1].model_copy(update={"context": {"x-request-id": "req-good-1"}}).encode(),
         ]
     )
@@ -112,9 +117,10 @@ async def test_a_bad_share_of_a_batch_is_parked_alone_and_the_others_are_stored(
     assert parked[undecryptable.message_id].headers["x-sharevault-reason"] == "undecryptable"
     assert parked["bad-share"].headers["x-sharevault-reason"] == "invalid_message"
     # Parked alone, as single-share messages: the DLQ tools and a replay see one share each.
-    alone = ShareMessage.model_validate_json(parked[undecryptable.message_id].body)
+    alone = ShareMessage.model_validate(msgpack.unpackb(parked[undecryptable.message_id].body))
     assert alone.message_id == undecryptable.message_id
-    assert parked[undecryptable.message_id].content_type == "application/json"
+    assert parked[undecryptable.message_id].content_type == SINGLE_CONTENT_TYPE
+    assert parked["bad-share"].content_type == SINGLE_CONTENT_TYPE
     assert SHARES_HEADER not in (parked["bad-share"].headers or {})
 
 

@@ -14,6 +14,7 @@ import pytest
 from sharevault.broker import SHARE_KEY, Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
+from sharevault.schemas.message import SINGLE_CONTENT_TYPE
 from sharevault.topology import DEAD_KEY
 from tests.backupload import Client
 from tests.conftest import AMQP_URL, WorkerHandle, seal_message, secret_headers
@@ -183,7 +184,13 @@ async def test_purge_asks_first_and_filters_by_reason_and_client(
     for client in ("cl-a", "cl-b"):
         identity = Identity("custodian", client, "GDRIVE", "")
         await broker.publish(seal_message(foreign, identity, b"x", version=1), timeout=5)
-    await broker.publish_raw(b"{not json", message_id="junk", routing_key=SHARE_KEY, timeout=5)
+    await broker.publish_raw(
+        b"{not json",
+        message_id="junk",
+        routing_key=SHARE_KEY,
+        timeout=5,
+        content_type=SINGLE_CONTENT_TYPE,
+    )
     dead = broker.topology.dead
     await eventually(lambda: _depth_is(broker, dead, 3))
     env = outage_env(settings)
@@ -224,6 +231,7 @@ async def test_listing_a_large_dlq_loses_nothing_and_one_command_at_a_time(
                 exchange=broker.topology.recover,
                 headers={**headers, "x-sharevault-last-failure": "2020-01-01T00:00:00+00:00"},
                 timeout=10,
+                content_type=SINGLE_CONTENT_TYPE,
             )
             for n in range(600)
         )
@@ -259,7 +267,13 @@ async def test_replay_from_the_journal_brings_back_everything_acknowledged(
         for n in range(8):
             answer = await post(gateway, f"jr-{n}", f"{SECRET_SHARE}-{n}-{round_}")
             assert answer["status"] == "committed"
-    await broker.publish_raw(b"{not json", message_id="junk", routing_key=SHARE_KEY, timeout=5)
+    await broker.publish_raw(
+        b"{not json",
+        message_id="junk",
+        routing_key=SHARE_KEY,
+        timeout=5,
+        content_type=SINGLE_CONTENT_TYPE,
+    )
     expected = await stored_ids(db)
     assert len(expected) == 8
 

@@ -62,6 +62,7 @@ async def fill_queues(settings: Settings, live: int, dead: int) -> None:
                 exchange=broker.topology.recover,
                 headers={REASON: "undecodable"},
                 timeout=5,
+                content_type="application/json",  # as an earlier version published
             )
 
 

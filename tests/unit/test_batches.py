@@ -9,10 +9,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from sharevault.crypto import Identity, Keyring
 from sharevault.ops.dlq import DeadLetter, Selection
 from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import BATCH_CONTENT_TYPE, SHARES_HEADER, encode_batch
+from sharevault.schemas.message import (
+    BATCH_CONTENT_TYPE,
+    JSON_BATCH_CONTENT_TYPE,
+    JSON_SINGLE_CONTENT_TYPE,
+    SHARES_HEADER,
+    SINGLE_CONTENT_TYPE,
+    encode_batch,
+)
 from sharevault.worker.decode import Flaw, open_body, shares_in
 from sharevault.worker.inbox import Inbox
 
@@ -38,7 +47,7 @@ def test_a_batch_opens_share_by_share_and_sets_apart_only_the_bad_ones() -> None
         [
             message("a", context={"x-request-id": "req-a"}).encode(),
             message("b", FOREIGN).encode(),
-            json.dumps({"message_id": "m-c", "version": -1}).encode(),
+            msgpack.packb({"message_id": "m-c", "version": -1}),
             message("d").encode(),
         ]
     )
@@ -53,17 +62,51 @@ def test_a_batch_opens_share_by_share_and_sets_apart_only_the_bad_ones() -> None
     assert (flawed["m-b"].flaw, flawed["m-c"].flaw) == (Flaw.UNDECRYPTABLE, Flaw.INVALID)
     assert not flawed["m-b"].whole
     # A set-apart share is a message of its own, readable alone.
-    assert ShareMessage.model_validate_json(flawed["m-b"].body).message_id == "m-b"
+    assert {f.content_type for f in contents.flawed} == {SINGLE_CONTENT_TYPE}
+    assert ShareMessage.model_validate(msgpack.unpackb(flawed["m-b"].body)).message_id == "m-b"
+    assert msgpack.unpackb(flawed["m-c"].body) == {"message_id": "m-c", "version": -1}
+
+
+def test_the_wire_carries_sealed_bytes_without_base64() -> None:
+    one, two = message("a"), message("b")
+    assert one.sealed in one.encode()  # the bytes as they are: a third fewer than base64
+    assert msgpack.unpackb(one.encode())["sealed"] == one.sealed
+    batch = msgpack.unpackb(encode_batch([one.encode(), two.encode()]))
+    assert [ShareMessage.model_validate(s) for s in batch["shares"]] == [one, two]
+
+
+def test_messages_of_an_earlier_version_in_json_still_open() -> None:
+    old = [message(c) for c in ("a", "b")]
+    legacy = [m.model_dump_json(exclude_none=True).encode() for m in old]
+    single = open_body(legacy[0], KEYRING, content_type=JSON_SINGLE_CONTENT_TYPE)
+    assert [(s.row.message_id, s.row.sealed) for s in single.opened] == [("m-a", old[0].sealed)]
+    body = b'{"shares":[' + b",".join([*legacy, b'{"message_id":"m-x"}']) + b"]}"
+    batch = open_body(body, KEYRING, content_type=JSON_BATCH_CONTENT_TYPE, message_id="old")
+    assert [s.row.message_id for s in batch.opened] == ["m-a", "m-b"]
+    [bad] = batch.flawed
+    # Set apart in the format it came in, under the content type that says so.
+    assert (bad.message_id, bad.content_type) == ("m-x", JSON_SINGLE_CONTENT_TYPE)
+    assert json.loads(bad.body) == {"message_id": "m-x"}
+    letter = DeadLetter.of("old", body, {}, JSON_BATCH_CONTENT_TYPE)
+    assert letter.clients == ("a", "b")
 
 
 def test_a_broken_batch_or_message_is_set_apart_whole() -> None:
-    for content_type in (BATCH_CONTENT_TYPE, "application/json"):
+    kinds = (BATCH_CONTENT_TYPE, SINGLE_CONTENT_TYPE, JSON_BATCH_CONTENT_TYPE, "application/json")
+    for content_type in kinds:
         contents = open_body(b"{not json", KEYRING, content_type=content_type, message_id="x")
         assert contents.opened == []
-        assert [(f.message_id, f.flaw, f.whole) for f in contents.flawed] == [
-            ("x", Flaw.INVALID, True)
+        assert [(f.message_id, f.flaw, f.whole, f.content_type) for f in contents.flawed] == [
+            ("x", Flaw.INVALID, True, content_type)
         ]
-    single = open_body(message("e").encode(), KEYRING, headers={"x-request-id": b"req-e"})
+    not_a_map = open_body(msgpack.packb(7), KEYRING, content_type=BATCH_CONTENT_TYPE)
+    assert [f.flaw for f in not_a_map.flawed] == [Flaw.INVALID]
+    single = open_body(
+        message("e").encode(),
+        KEYRING,
+        content_type=SINGLE_CONTENT_TYPE,
+        headers={"x-request-id": b"req-e"},
+    )
     assert not single.batch
     assert [(s.row.message_id, s.row.request_id) for s in single.opened] == [("m-e", "req-e")]
 
@@ -105,7 +148,9 @@ async def test_a_delivery_arriving_while_the_inbox_lingers_is_weighed_too() -> N
 
 def test_a_dead_lettered_batch_is_listed_with_its_shares_and_clients() -> None:
     body = encode_batch([message("cl-1").encode(), message("cl-2").encode()])
-    letter = DeadLetter.of("batch-9", body, {"x-death": [{"reason": "delivery_limit"}]})
+    letter = DeadLetter.of(
+        "batch-9", body, {"x-death": [{"reason": "delivery_limit"}]}, BATCH_CONTENT_TYPE
+    )
     assert (letter.shares, letter.clients, letter.client_id) == (2, ("cl-1", "cl-2"), "cl-1")
     assert Selection(clients=frozenset({"cl-2"})).matches(letter)
     assert not Selection(clients=frozenset({"cl-3"})).matches(letter)

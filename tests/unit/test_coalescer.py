@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgpack
 import pytest
 
 from sharevault.coalescing import Coalescer, Coalescing
 from sharevault.crypto import Identity
 from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import BATCH_CONTENT_TYPE, SHARES_HEADER
+from sharevault.schemas.message import BATCH_CONTENT_TYPE, SHARES_HEADER, SINGLE_CONTENT_TYPE
 
 
 class Broker:
@@ -30,12 +30,12 @@ class Broker:
         routing_key: str,
         timeout: float,
         headers: Mapping[str, Any] | None = None,
-        content_type: str | None = "application/json",
+        content_type: str | None,
     ) -> None:
         if content_type == BATCH_CONTENT_TYPE:
-            ids = [share["message_id"] for share in json.loads(body)["shares"]]
+            ids = [share["message_id"] for share in msgpack.unpackb(body)["shares"]]
         else:
-            ids = [json.loads(body)["message_id"]]
+            ids = [msgpack.unpackb(body)["message_id"]]
             assert ids == [message_id]
         self.sent.append((ids, headers, content_type))
         confirm = asyncio.get_running_loop().create_future()
@@ -66,7 +66,7 @@ async def test_shares_wait_for_the_confirm_in_flight_then_go_together() -> None:
     first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
     await settle()
     # Idle: the first share goes at once, alone, as a plain message with its own headers.
-    assert broker.sent == [(["m1"], {"x-request-id": "req1"}, "application/json")]
+    assert broker.sent == [(["m1"], {"x-request-id": "req1"}, SINGLE_CONTENT_TYPE)]
     waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (2, 3)]
     await settle()
     assert len(broker.sent) == 1 and not first.done()  # waiting for the confirm in flight

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgpack
 import pytest
 
 from sharevault.config import ConfigError, load_settings
@@ -15,6 +16,7 @@ from sharevault.crypto import Identity
 from sharevault.ops.dlq import DeadLetter, Selection
 from sharevault.ops.replay import ReplayRange
 from sharevault.ops.times import parse_time, to_micros
+from sharevault.schemas.message import SINGLE_CONTENT_TYPE
 from sharevault.store import SealedRow
 from sharevault.topology import QueueOptions, Topology, _bindings, _queue_arguments
 from sharevault.worker.inbox import DeliveryCounter, Inbox
@@ -111,13 +113,12 @@ def test_times_on_the_command_line() -> None:
 
 
 def test_a_dead_letter_tells_its_story_without_the_share() -> None:
-    body = json.dumps(
-        {"client_id": "cl-1", "kind": "custodian", "version": 7, "sealed": "c2VjcmV0"}
-    ).encode()
+    body = msgpack.packb({"client_id": "cl-1", "kind": "custodian", "version": 7, "sealed": b"s"})
     worker_parked = DeadLetter.of(
         "m1",
         body,
         {REASON: "undecryptable", ATTEMPTS: 1, FIRST_FAILURE: "2030-01-01T00:00:00+00:00"},
+        SINGLE_CONTENT_TYPE,
     )
     assert (worker_parked.reason, worker_parked.client_id, worker_parked.version) == (
         "undecryptable",
@@ -133,6 +134,7 @@ def test_a_dead_letter_tells_its_story_without_the_share() -> None:
             REASON: "database_error",
             "x-death": [{"reason": "delivery_limit", "queue": "p.backlog", "time": when}],
         },
+        SINGLE_CONTENT_TYPE,
     )
     assert (broker_parked.reason, broker_parked.last_failure) == ("delivery_limit", when)
     assert broker_parked.client_id is None
@@ -142,8 +144,9 @@ def test_a_dead_letter_tells_its_story_without_the_share() -> None:
 def test_selections_match_on_every_given_field() -> None:
     letter = DeadLetter.of(
         "m1",
-        json.dumps({"client_id": "cl-1"}).encode(),
+        json.dumps({"client_id": "cl-1"}).encode(),  # as an earlier version published
         {REASON: "undecryptable", LAST_FAILURE: "2030-01-01T00:00:00+00:00"},
+        "application/json",
     )
     noon = datetime(2030, 1, 1, 12, tzinfo=UTC)
     assert Selection().matches(letter)
