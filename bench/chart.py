@@ -1,11 +1,13 @@
-"""The PNG: throughput, latency, CPU per share by process, and worker RSS while a backlog drains."""
+"""The PNG: throughput, latency, CPU per share by process, worker RSS while a backlog drains, and
+the maximum-rate search (rate and p99 against connections)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from bench.report import rows
+from bench.measure import P99_BOUND_MS
+from bench.report import max_runs, rows
 
 
 def draw(res: dict[str, Any], path: Path) -> bool:
@@ -18,8 +20,8 @@ def draw(res: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     table = rows(res)
-    fig, axes = plt.subplots(2, 2, figsize=(15, 10))
-    (ax_rate, ax_lat), (ax_cpu, ax_rss) = axes
+    fig, axes = plt.subplots(2, 3, figsize=(21, 10))
+    (ax_rate, ax_lat, ax_sweep_rate), (ax_cpu, ax_rss, ax_sweep_p99) = axes
 
     labels = [r["system"] for r in table]
     rates = [r["rate"] for r in table]
@@ -44,12 +46,13 @@ def draw(res: dict[str, Any], path: Path) -> bool:
     ax_lat.set_xticks(list(xs), [r["system"] for r in http], rotation=20, ha="right", fontsize=8)
     ax_lat.set_yscale("log")
     ax_lat.set_ylabel("ms (log)")
-    ax_lat.axhline(100, color="red", linewidth=0.8, linestyle="--")
-    ax_lat.set_title("Latency of /backup (wrk closed loop; open loop at a fixed rate)")
+    ax_lat.axhline(P99_BOUND_MS, color="red", linewidth=0.8, linestyle="--")
+    ax_lat.set_title("Latency of /backup (closed loop: chosen maximum; open loop: fixed rate)")
     ax_lat.legend()
 
     _cpu_stack(ax_cpu, res)
     _rss(ax_rss, res)
+    _sweep(ax_sweep_rate, ax_sweep_p99, res)
     fig.suptitle(f"sharevault bench {res['meta']['stamp']} ({res['meta']['plan']})")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -95,3 +98,31 @@ def _rss(ax: Any, res: dict[str, Any]) -> None:
     ax.set_ylim(bottom=0)
     ax.set_title("Memory while draining")
     ax.legend()
+
+
+def _sweep(ax_rate: Any, ax_p99: Any, res: dict[str, Any]) -> None:
+    """Every point of each system's maximum-rate search; the chosen one ringed."""
+    counts: set[int] = set()
+    for label, m in max_runs(res):
+        if not m or not m.get("sweep"):
+            continue
+        xs = [p["connections"] for p in m["sweep"]]
+        counts.update(xs)
+        for ax, ys, chosen in (
+            (ax_rate, [p["accepted_per_s"] for p in m["sweep"]], m["accepted_per_s"]),
+            (ax_p99, [p["latency_ms"]["p99"] for p in m["sweep"]], m["latency_ms"]["p99"]),
+        ):
+            (line,) = ax.plot(xs, ys, "o-", label=label)
+            ax.plot(m["connections"], chosen, "o", ms=14, mfc="none", color=line.get_color())
+    for ax in (ax_rate, ax_p99):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(counts), [str(n) for n in sorted(counts)])
+        ax.set_xticks([], minor=True)
+        ax.set_xlabel("closed-loop connections")
+        ax.set_yscale("log")
+    ax_rate.set_ylabel("shares per second (log)")
+    ax_rate.set_title("Maximum-rate search (ringed: the chosen maximum)")
+    ax_rate.legend(fontsize=8)
+    ax_p99.set_ylabel("p99 ms (log)")
+    ax_p99.axhline(P99_BOUND_MS, color="red", linewidth=0.8, linestyle="--")
+    ax_p99.set_title(f"p99 at each point (bound {P99_BOUND_MS:g} ms)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bench import sql
-from bench.environment import BenchEnv
+from bench.environment import BenchEnv, log
 from bench.loadgen import Driver, LoadResult, percentiles
 from bench.plan import Plan
 from bench.procstat import Probe, delta
@@ -21,6 +21,23 @@ from bench.wrkdriver import WrkResult, run_wrk
 
 T = TypeVar("T")
 SHARED = ("rabbitmq", "postgres", "postgres_own")
+P99_BOUND_MS = 100.0  # the issue's latency bound: "sustained" means within it
+SETTLE_S = 1.0  # pause before each maximum-rate point (after the warm-up too)
+# What the sweep keeps of each point (the chosen one is also the whole of `max`).
+SWEEP_FIELDS = (
+    "connections",
+    "seconds",
+    "requests",
+    "accepted",
+    "accepted_per_s",
+    "latency_ms",
+    "failed",
+    "failures",
+    "cpu_s_per_1000_total",
+    "cpu_s_per_1000",
+    "peak_rss_mb",
+    "driver_cpu_s",
+)
 
 
 @dataclass
@@ -87,19 +104,23 @@ def costs(window: Window, components: list[str], shares: int) -> dict[str, Any]:
     }
 
 
-async def drive_max(ctx: Ctx, base_url: str, seconds: float) -> dict[str, Any]:
-    """The maximum rate: wrk with its Lua script, or the Python closed loop in smoke runs."""
+async def drive_max(
+    ctx: Ctx, base_url: str, seconds: float, connections: int | None = None
+) -> dict[str, Any]:
+    """A closed-loop run at `connections` (default: the plan's fixed load): wrk with its Lua
+    script, or the Python closed loop in smoke runs."""
+    connections = connections or ctx.plan.connections
     if ctx.plan.use_wrk and ctx.wrk_data is not None:
         res: WrkResult = await asyncio.to_thread(
             run_wrk,
             base_url + "/webhook/backup",
             ctx.wrk_data,
             seconds=seconds,
-            connections=ctx.plan.connections,
+            connections=connections,
         )
         return {
             "driver": "wrk",
-            "connections": ctx.plan.connections,
+            "connections": connections,
             "seconds": round(res.seconds, 3),
             "requests": res.requests,
             "accepted": res.ok,
@@ -107,12 +128,13 @@ async def drive_max(ctx: Ctx, base_url: str, seconds: float) -> dict[str, Any]:
             "committed": res.committed,
             "queued": res.queued,
             "failed": res.non2xx + res.socket_errors,
+            "failures": {"non2xx": res.non2xx, "socket_errors": res.socket_errors},
             "latency_ms": res.latency_ms,
             "driver_cpu_s": round(res.driver_cpu_s, 3),
         }
     driver = Driver(base_url, "/webhook", ctx.env.secret, ctx.workload(), ctx.plan.check_every)
-    load = await driver.closed_loop(ctx.plan.connections, seconds)
-    return {"driver": "python-closed-loop", "connections": ctx.plan.connections, **_load(load)}
+    load = await driver.closed_loop(connections, seconds)
+    return {"driver": "python-closed-loop", "connections": connections, **_load(load)}
 
 
 def _load(load: LoadResult) -> dict[str, Any]:
@@ -138,10 +160,51 @@ def _load(load: LoadResult) -> dict[str, Any]:
 
 
 async def max_rate(
-    ctx: Ctx, base_url: str, components: list[str], idle: dict[str, float] | None = None
+    ctx: Ctx,
+    base_url: str,
+    components: list[str],
+    idle: dict[str, float] | None = None,
+    *,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    await drive_max(ctx, base_url, ctx.plan.warmup_s)
-    result, window = await measured(ctx, drive_max(ctx, base_url, ctx.plan.max_s))
+    """The maximum rate: one measured run per point of the plan's sweep, one point chosen by
+    `choose`. The chosen point's figures are the result (as a single run's were); every point is
+    kept under "sweep". `settle` runs before each point (after the warm-up too), e.g. to wait
+    until the queues hold no backlog of the previous point."""
+    await drive_max(ctx, base_url, ctx.plan.warmup_s, ctx.plan.sweep[0])
+    points = []
+    for connections in ctx.plan.sweep:
+        if settle is not None:
+            await settle()
+        await asyncio.sleep(SETTLE_S)
+        point = await _max_point(ctx, base_url, components, idle, connections)
+        lat = point["latency_ms"]
+        log(
+            f"  {connections} connections: {point['accepted_per_s']:,.0f}/s,"
+            f" p99 {lat['p99']:.1f} ms, {point['failed']} failed"
+        )
+        if point["failed"]:
+            # Recorded, never chosen (`choose`): a rate that refuses requests is no maximum.
+            log(f"  {connections} connections: failures {point.get('failures')}: not a candidate")
+        points.append(point)
+    best, rule = choose(points)
+    return {
+        **points[best],
+        "chosen": {"connections": points[best]["connections"], "rule": rule},
+        "sweep": [{k: p[k] for k in SWEEP_FIELDS if k in p} for p in points],
+    }
+
+
+async def _max_point(
+    ctx: Ctx,
+    base_url: str,
+    components: list[str],
+    idle: dict[str, float] | None,
+    connections: int,
+) -> dict[str, Any]:
+    """One closed-loop run with its CPU and peak RSS per process (net of the idle background)."""
+    seconds = ctx.plan.max_s
+    result, window = await measured(ctx, drive_max(ctx, base_url, seconds, connections))
     out = {**result, **costs(window, components, result["accepted"])}
     if idle and result["accepted"]:
         # Other users of the shared RabbitMQ and PostgreSQL: subtract their idle-time rate.
@@ -156,6 +219,22 @@ async def max_rate(
             if c in window.cpu
         }
     return out
+
+
+def choose(points: list[dict[str, Any]]) -> tuple[int, str]:
+    """The index of THE maximum among a sweep's points, and the rule that picked it. The same rule
+    for every system: the highest accepted rate among the points within the issue's latency
+    bound (p99 <= P99_BOUND_MS); when none is, the point with the lowest p99. A point with failed
+    requests is never chosen."""
+    clean = [i for i, p in enumerate(points) if not p["failed"]]
+    if not clean:
+        raise ValueError("no point of the sweep ran without failed requests")
+    within = [i for i in clean if points[i]["latency_ms"]["p99"] <= P99_BOUND_MS]
+    if within:
+        best = max(within, key=lambda i: points[i]["accepted_per_s"])
+        return best, f"highest shares/s with p99 <= {P99_BOUND_MS:g} ms"
+    best = min(clean, key=lambda i: points[i]["latency_ms"]["p99"])
+    return best, f"no point with p99 <= {P99_BOUND_MS:g} ms: the lowest p99"
 
 
 async def open_loop(

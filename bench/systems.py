@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from bench.backlogs import QueueWatch, pending, purge_shares
@@ -68,7 +69,13 @@ async def run_sharevault(ctx: Ctx) -> dict[str, Any]:
         ctx.probe.follow_pid("worker", wk.pid)
         log("sharevault end to end: maximum rate")
         out["background_cpu_per_s"] = await background(ctx)
-        out["max"] = await max_rate(ctx, gw.url, SHAREVAULT_PARTS, out["background_cpu_per_s"])
+        out["max"] = await max_rate(
+            ctx,
+            gw.url,
+            SHAREVAULT_PARTS,
+            out["background_cpu_per_s"],
+            settle=lambda: _drained(ctx),
+        )
         naive_max = ctx.results["systems"]["naive"]["max"]["accepted_per_s"]
         ctx.open_rate = open_rate(ctx, min(naive_max, out["max"]["accepted_per_s"]))
         log(f"sharevault end to end: open loop at {ctx.open_rate:.0f}/s")
@@ -91,13 +98,28 @@ async def run_sharevault(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+async def _wait_drained(ctx: Ctx, timeout: float = 60.0) -> int:
+    """Shares still waiting in the queues once they are empty or `timeout` has passed."""
+    deadline = time.monotonic() + timeout
+    async with QueueWatch() as watch:
+        left = await pending(watch, ctx.env.prefix)
+        while left and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            left = await pending(watch, ctx.env.prefix)
+    return left
+
+
+async def _drained(ctx: Ctx) -> None:
+    """Before each maximum-rate point end to end: the worker has taken everything the previous
+    point (or the warm-up) left, so the point does not start on a backlog."""
+    left = await _wait_drained(ctx)
+    if left:
+        raise RuntimeError(f"{left} messages still queued 60 s after a maximum-rate point")
+
+
 async def _drain_and_stop(ctx: Ctx, wk: Service) -> None:
     # Stop only once the queue is empty: what the gateway accepted gets stored.
-    async with QueueWatch() as watch:
-        for _ in range(300):
-            if await pending(watch, ctx.env.prefix) == 0:
-                break
-            await asyncio.sleep(0.2)
+    await _wait_drained(ctx)
     ctx.probe.forget("worker")
     await wk.stop()
 
@@ -112,7 +134,10 @@ async def run_accept_only(ctx: Ctx) -> dict[str, Any]:
         idle = await background(ctx)
         return {
             "background_cpu_per_s": idle,
-            "max": await max_rate(ctx, gw.url, ACCEPT_PARTS, idle),
+            # No worker: each point starts on empty queues instead of the previous points' shares.
+            "max": await max_rate(
+                ctx, gw.url, ACCEPT_PARTS, idle, settle=lambda: purge_shares(ctx)
+            ),
         }
     finally:
         ctx.probe.forget("gateway")

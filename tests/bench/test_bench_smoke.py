@@ -51,6 +51,23 @@ def test_every_system_accepted_shares(smoke_result: dict[str, Any]) -> None:
         assert run["read_your_writes"]["failed"] == 0
 
 
+def test_each_maximum_is_a_chosen_point_of_its_sweep(smoke_result: dict[str, Any]) -> None:
+    systems = smoke_result["systems"]
+    planned = smoke_result["meta"]["plan_settings"]["sweep"]
+    for run in (
+        systems["bare"]["max"],
+        systems["naive"]["max"],
+        systems["sharevault"]["max"],
+        systems["sharevault"]["accept_only"]["max"],
+    ):
+        assert [p["connections"] for p in run["sweep"]] == planned
+        assert all(p["failed"] == 0 and p["cpu_s_per_1000_total"] for p in run["sweep"])
+        chosen = next(p for p in run["sweep"] if p["connections"] == run["chosen"]["connections"])
+        assert chosen["accepted_per_s"] == run["accepted_per_s"]
+        assert run["chosen"]["rule"]
+    assert "Maximum-rate search" in smoke_result["_stdout"]
+
+
 def test_cpu_is_attributed_to_each_process(smoke_result: dict[str, Any]) -> None:
     sv = smoke_result["systems"]["sharevault"]["max"]
     assert set(sv["cpu_s_per_1000"]) >= {"gateway", "worker", "rabbitmq", "postgres"}
