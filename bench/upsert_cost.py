@@ -28,13 +28,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
-from bench.baselines.rawsql import UPSERT_BATCH
+from bench.baselines.rawsql import UPSERT_BATCH, Row
 from bench.procstat import cluster_cpu, own_backends, postmaster_pid, read_stat
 from sharevault.crypto import Identity, Keyring
-from sharevault.store import SealedRow, migrate, open_store, share_columns, vacuuming_shares
+from sharevault.store import SealedRow, migrate, open_store, vacuuming_shares
 
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 VARIANTS = ("old", "new", "new+vacuum", "raw", "naive")
@@ -61,6 +62,19 @@ WHERE (excluded.version, excluded.message_id) > (s.version, s.message_id)
 """
 
 
+def array_columns(rows: Sequence[SealedRow]) -> list[list[Any]]:
+    """The one-array-per-column parameters of `UPSERT_BATCH` (the raw baseline's statement, and
+    the old write path's), sealed shares as a bytea[]."""
+    raw: list[Row] = [
+        (
+            *(r.identity.kind, r.identity.client_id, r.identity.backup_method, r.identity.pair_id),
+            *(r.sealed, Keyring.key_id_of(r.sealed), r.version, r.message_id),
+        )
+        for r in rows
+    ]
+    return [[row[i] for row in raw] for i in range(8)]
+
+
 async def old_upsert_batch(pool: asyncpg.Pool, rows: Sequence[SealedRow]) -> set[str]:
     """Store.upsert_batch as it was: five to six round trips per batch."""
     newest: dict[Identity, SealedRow] = {}
@@ -70,7 +84,7 @@ async def old_upsert_batch(pool: asyncpg.Pool, rows: Sequence[SealedRow]) -> set
             newest[row.identity] = row
     chosen = list(newest.values())
     async with pool.acquire() as conn, conn.transaction():
-        applied = await conn.fetch(OLD_UPSERT, *share_columns(chosen))
+        applied = await conn.fetch(OLD_UPSERT, *array_columns(chosen))
         applied_ids = {r["message_id"] for r in applied}
         owed = [
             r
@@ -294,7 +308,7 @@ async def _timed(
 async def _raw(conn: asyncpg.Connection, rows: Sequence[SealedRow]) -> None:
     newest = {r.identity: r for r in sorted(rows, key=lambda r: (r.version, r.message_id))}
     chosen = list(newest.values())
-    await conn.execute(UPSERT_BATCH, *share_columns(chosen))
+    await conn.execute(UPSERT_BATCH, *array_columns(chosen))
 
 
 async def _naive(pool: asyncpg.Pool, rows: Sequence[SealedRow]) -> None:

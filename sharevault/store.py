@@ -115,15 +115,25 @@ class OutboxOutcome:
     reason: str | None = None
 
 
-def share_columns(rows: Sequence[SealedRow]) -> list[list[Any]]:
-    """The columns of `upsert`-style unnest statements: kind, client_id, backup_method, pair_id,
-    sealed, key_id, version, message_id (in that order, one array each)."""
+def share_columns(rows: Sequence[SealedRow]) -> list[Any]:
+    """The parameters of `store_batch`'s shares: kind, client_id, backup_method, pair_id (arrays),
+    every sealed share in one bytes, their 1-based starts and sizes in it, then key_id, version,
+    message_id (arrays). One bytea rather than a bytea[]: asyncpg encodes an array element by
+    element, at about 14 µs per 7 KB share on this machine against 4 µs, and PostgreSQL parses
+    the array at 4-5 µs per share against 3 µs for the cut (bench figures in the commit)."""
+    starts, sizes, at = [], [], 1
+    for r in rows:
+        starts.append(at)
+        sizes.append(len(r.sealed))
+        at += len(r.sealed)
     return [
         [r.identity.kind for r in rows],
         [r.identity.client_id for r in rows],
         [r.identity.backup_method for r in rows],
         [r.identity.pair_id for r in rows],
-        [r.sealed for r in rows],
+        b"".join(r.sealed for r in rows),
+        starts,
+        sizes,
         [Keyring.key_id_of(r.sealed) for r in rows],
         [r.version for r in rows],
         [r.message_id for r in rows],
