@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 from sharevault.crypto import Identity
@@ -15,11 +14,18 @@ log = logging.getLogger(__name__)
 RECHECK_EVERY = 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    future: asyncio.Future[None]
+    # Resolved True by a commit notice, or False by the waiter's own timer when a period ends
+    # first; then the waiter puts a fresh future in its place for the next period.
+    future: asyncio.Future[bool]
     identity: Identity
     version: tuple[int, str]
+
+
+def _period_over(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 class CommitWaiter:
@@ -41,7 +47,7 @@ class CommitWaiter:
         for message_id in message_ids:
             pending = self._pending.get(message_id)
             if pending is not None and not pending.future.done():
-                pending.future.set_result(None)
+                pending.future.set_result(True)
 
     async def _settled_in_table(self, pending: _Pending) -> bool:
         try:
@@ -61,20 +67,31 @@ class CommitWaiter:
         pending = self._pending.get(message_id)
         if pending is None:
             return False
-        deadline = time.monotonic() + budget
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return await self._settled_in_table(pending)
-            try:
-                # shield: a timeout must not cancel the future a later notice resolves.
-                async with asyncio.timeout(min(remaining, RECHECK_EVERY)):
-                    await asyncio.shield(pending.future)
+            # One timer that resolves the future itself when the period ends first: a timeout
+            # and a shield per wait cost more than twice as much.
+            future = pending.future
+            if not future.done():
+                timer = loop.call_later(min(remaining, RECHECK_EVERY), _period_over, future)
+                try:
+                    await future
+                finally:
+                    timer.cancel()
+            if future.result():
                 return True
-            except TimeoutError:
-                # A notice can be lost (listener reconnecting): the table has the last word.
-                if await self._settled_in_table(pending):
-                    return True
+            # A notice must always find a future to resolve: a fresh one takes the place of the
+            # spent one before the table is asked, so that a notice arriving while it answers
+            # wakes the next period at once. (A wait cancelled with its request takes its future
+            # along; the request forgets the message right after.)
+            pending.future = loop.create_future()
+            # A notice can be lost (listener reconnecting): the table has the last word.
+            if await self._settled_in_table(pending):
+                return True
 
     @property
     def in_flight(self) -> int:

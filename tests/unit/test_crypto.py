@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sharevault.config import parse_keyring
 from sharevault.crypto import DecryptError, Identity, Keyring, generate_keyring_value
@@ -75,3 +77,26 @@ def test_generated_keyring_value_parses() -> None:
 def test_malformed_keyrings_are_refused(raw: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_keyring(raw)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("custodian", "cl-alice", "GDRIVE", "pair-1"),
+        ("client", "app", "UNKNOWN", ""),
+        ("bearer", 'quote"back\\slash/', "tab\tnew\nline\x00\x1f\x7f", "ü€😀\ud800"),
+        ("", "", "", ""),
+    ],
+)
+def test_associated_data_is_the_json_array_stored_rows_were_sealed_with(
+    fields: tuple[str, str, str, str],
+) -> None:
+    # The bytes every stored share is bound to: a change here and no existing row opens.
+    assert Identity(*fields).associated_data() == json.dumps(list(fields)).encode()
+
+
+def test_sealed_layout_is_key_id_length_key_id_nonce_ciphertext() -> None:
+    sealed = Keyring([("key-7", b"\x07" * 32)]).seal(b"share", ALICE)
+    assert sealed[:6] == b"\x05key-7"
+    nonce, ct = sealed[6:18], sealed[18:]
+    assert AESGCM(b"\x07" * 32).decrypt(nonce, ct, ALICE.associated_data()) == b"share"
