@@ -280,24 +280,6 @@ async def no_autovacuum(db: asyncpg.Connection) -> asyncpg.Connection:
     return db
 
 
-async def test_a_share_of_up_to_8_kb_stays_in_its_row_a_larger_one_goes_out_of_line(
-    store: Store, database_url: str
-) -> None:
-    sealed = b"\x01k" + os.urandom(7000)  # key id ‖ nonce, ciphertext and tag
-    typical = SealedRow(Identity("custodian", "c-7k", "GDRIVE", ""), sealed, 1, "m-7k")
-    await store.upsert_batch([typical])
-    conn = await asyncpg.connect(database_url)
-    try:
-        toast = "pg_relation_size((SELECT reltoastrelid FROM pg_class WHERE relname = 'shares'))"
-        assert await conn.fetchval(f"SELECT {toast}") == 0  # no TOAST chunks: one tuple
-        await store.upsert_batch(big_rows(1, version=1))
-        assert await conn.fetchval(f"SELECT {toast}") > 0
-    finally:
-        await conn.close()
-    [kept] = await store.client_shares("custodian", "c-7k")
-    assert kept.sealed == typical.sealed
-
-
 async def test_vacuum_keeps_an_overwritten_table_from_growing(
     database_url: str, no_autovacuum: asyncpg.Connection
 ) -> None:
