@@ -184,13 +184,7 @@ async def test_purge_asks_first_and_filters_by_reason_and_client(
     for client in ("cl-a", "cl-b"):
         identity = Identity("custodian", client, "GDRIVE", "")
         await broker.publish(seal_message(foreign, identity, b"x", version=1), timeout=5)
-    await broker.publish_raw(
-        b"{not json",
-        message_id="junk",
-        routing_key=SHARE_KEY,
-        timeout=5,
-        content_type=SINGLE_CONTENT_TYPE,
-    )
+    await publish_junk(broker)
     dead = broker.topology.dead
     await eventually(lambda: _depth_is(broker, dead, 3))
     env = outage_env(settings)
@@ -212,6 +206,17 @@ async def test_purge_asks_first_and_filters_by_reason_and_client(
     assert code == 0, err
     assert "purged 2 of 2" in out
     assert await broker.queue_depth(dead) == 0
+
+
+async def publish_junk(broker: Broker) -> None:
+    """A message that is not what its content type says: the worker parks it, replay skips it."""
+    await broker.publish_raw(
+        b"{not json",
+        message_id="junk",
+        routing_key=SHARE_KEY,
+        timeout=5,
+        content_type=SINGLE_CONTENT_TYPE,
+    )
 
 
 async def _depth_is(broker: Broker, queue: str, count: int) -> bool:
@@ -267,13 +272,7 @@ async def test_replay_from_the_journal_brings_back_everything_acknowledged(
         for n in range(8):
             answer = await post(gateway, f"jr-{n}", f"{SECRET_SHARE}-{n}-{round_}")
             assert answer["status"] == "committed"
-    await broker.publish_raw(
-        b"{not json",
-        message_id="junk",
-        routing_key=SHARE_KEY,
-        timeout=5,
-        content_type=SINGLE_CONTENT_TYPE,
-    )
+    await publish_junk(broker)
     expected = await stored_ids(db)
     assert len(expected) == 8
 
