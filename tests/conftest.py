@@ -19,10 +19,11 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 
-from sharevault.broker import Broker, Topology, delete_topology
+from sharevault.broker import SHARE_KEY, Broker, Topology, delete_topology
 from sharevault.config import Settings, load_settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.schemas import ShareMessage
+from sharevault.schemas.message import SINGLE_CONTENT_TYPE
 from sharevault.service import create_app
 from sharevault.store import migrate
 from sharevault.testing import FakePortal
@@ -209,6 +210,17 @@ def seal_message(
         version=version,
         identity=identity,
         sealed=Keyring(settings.keyring).seal(share, identity),
+    )
+
+
+async def publish_junk(broker: Broker, message_id: str = "junk") -> None:
+    """A message that is not what its content type says: the worker parks it, replay skips it."""
+    await broker.publish_raw(
+        b"{not json",
+        message_id=message_id,
+        routing_key=SHARE_KEY,
+        timeout=5,
+        content_type=SINGLE_CONTENT_TYPE,
     )
 
 

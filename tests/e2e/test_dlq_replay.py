@@ -11,13 +11,13 @@ import aio_pika
 import asyncpg
 import pytest
 
-from sharevault.broker import SHARE_KEY, Broker
+from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.schemas.message import SINGLE_CONTENT_TYPE
 from sharevault.topology import DEAD_KEY
 from tests.backupload import Client
-from tests.conftest import AMQP_URL, WorkerHandle, seal_message, secret_headers
+from tests.conftest import AMQP_URL, WorkerHandle, publish_junk, seal_message, secret_headers
 from tests.leakcheck import sensitive
 from tests.processes import outage_env, run_cli
 from tests.waiting import eventually
@@ -206,17 +206,6 @@ async def test_purge_asks_first_and_filters_by_reason_and_client(
     assert code == 0, err
     assert "purged 2 of 2" in out
     assert await broker.queue_depth(dead) == 0
-
-
-async def publish_junk(broker: Broker) -> None:
-    """A message that is not what its content type says: the worker parks it, replay skips it."""
-    await broker.publish_raw(
-        b"{not json",
-        message_id="junk",
-        routing_key=SHARE_KEY,
-        timeout=5,
-        content_type=SINGLE_CONTENT_TYPE,
-    )
 
 
 async def _depth_is(broker: Broker, queue: str, count: int) -> bool:

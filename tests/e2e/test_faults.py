@@ -13,12 +13,18 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from sharevault.broker import SHARE_KEY, Broker
+from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
-from sharevault.schemas.message import SINGLE_CONTENT_TYPE
 from sharevault.service import create_app
-from tests.conftest import AMQP_URL, WorkerHandle, process_env, seal_message, secret_headers
+from tests.conftest import (
+    AMQP_URL,
+    WorkerHandle,
+    process_env,
+    publish_junk,
+    seal_message,
+    secret_headers,
+)
 from tests.leakcheck import subprocess_log
 from tests.waiting import eventually
 
@@ -112,13 +118,7 @@ async def test_poison_messages_go_to_the_dead_letter_queue_with_a_reason(
     settings_factory: Callable[..., Settings],
     db: asyncpg.Connection,
 ) -> None:
-    await publisher.publish_raw(
-        b"{not json",
-        message_id="bad-json",
-        routing_key=SHARE_KEY,
-        timeout=5,
-        content_type=SINGLE_CONTENT_TYPE,
-    )
+    await publish_junk(publisher, "bad-json")
     foreign = settings_factory(encryption_keys="other:" + "Q" * 43 + "=")
     identity = Identity("custodian", "cl-p", "GDRIVE", "")
     await publisher.publish(seal_message(foreign, identity, b"x", version=1), timeout=5)
