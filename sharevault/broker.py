@@ -34,8 +34,10 @@ from sharevault.consuming import (
     is_stale,
     read_queue,
 )
+from sharevault.metrics import DETOUR
 from sharevault.schemas import ShareMessage
 from sharevault.topology import (
+    BACKLOG_KEY,
     QUORUM,
     SHARE_KEY,
     QueueOptions,
@@ -63,6 +65,7 @@ log = logging.getLogger(__name__)
 
 _CONNECT_ERRORS = CONNECT_ERRORS
 CONNECT_ATTEMPT = 15.0  # seconds one connection attempt may take, handshake included
+LIVE_CHECK_TIMEOUT = 5.0  # a look at the live queue's consumers that takes longer is skipped
 _PUBLISH_ERRORS = (
     aio_pika.exceptions.DeliveryError,
     aio_pika.exceptions.PublishError,
@@ -104,9 +107,10 @@ class Broker:
         self._down_since: float | None = time.time()
         self._last_error = "not connected yet"
         self._closing = False
+        self._detour = False
         self._coalescer = Coalescer(
             self.publish_raw,
-            SHARE_KEY,
+            self._ingest_key,
             coalescing or Coalescing(),
             stopped=lambda: BrokerUnavailable("publisher stopped before the confirm"),
         )
@@ -235,6 +239,41 @@ class Broker:
         down = time.time() - (self._down_since or time.time())
         self._down_since = None
         log.info("broker reconnected after %.1fs; consumers resume", down)
+
+    @property
+    def detoured(self) -> bool:
+        """True while new shares go straight to the backlog (`watch_live`)."""
+        return self._detour
+
+    def _ingest_key(self) -> str:
+        return BACKLOG_KEY if self._detour else SHARE_KEY
+
+    async def watch_live(self, every: float) -> None:
+        """Forever (the gateway runs it): look every `every` seconds whether any worker consumes
+        the live queue. While none does, new shares go straight to the backlog queue (and the
+        journal, as ever): they would only wait out the live TTL there and move to the backlog
+        anyway, and that move (at-least-once dead-lettering) costs the broker a second durable
+        write of every share, just when it is under the most strain. Shares are as durable on
+        either route; workers drain both, live first."""
+        while True:
+            try:
+                async with asyncio.timeout(LIVE_CHECK_TIMEOUT):
+                    counts = await self.queue_counts(self.topology.shares)
+            except (BrokerUnavailable, *_PUBLISH_ERRORS, TimeoutError):
+                pass  # the broker link is away: /readyz says so; keep the route we had
+            else:
+                self._set_detour(counts is not None and counts[1] == 0)
+            await asyncio.sleep(every)
+
+    def _set_detour(self, detour: bool) -> None:
+        if detour == self._detour:
+            return
+        self._detour = detour
+        DETOUR.set(1 if detour else 0)
+        if detour:
+            log.warning("no worker consumes %s: new shares go to the backlog", self.topology.shares)
+        else:
+            log.info("a worker consumes %s again: new shares go live", self.topology.shares)
 
     async def publish(self, message: ShareMessage, *, timeout: float) -> None:
         """Publish a share persistently (coalesced with those accepted alongside it, see

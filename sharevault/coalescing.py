@@ -62,13 +62,13 @@ class Coalescer:
     def __init__(
         self,
         publish: PublishRaw,
-        routing_key: str,
+        routing_key: Callable[[], str],
         coalescing: Coalescing,
         stopped: Callable[[], Exception],
     ) -> None:
         self._publish = publish
         self._stopped = stopped  # what a share's publish raises when sending was cancelled
-        self._routing_key = routing_key
+        self._routing_key = routing_key  # asked as each message goes (the route may change)
         self._options = coalescing
         self._pending: list[_Entry] = []
         self._bytes = 0
@@ -124,7 +124,7 @@ class Coalescer:
         await self._publish(
             body,
             message_id=message.message_id,
-            routing_key=self._routing_key,
+            routing_key=self._routing_key(),
             timeout=timeout,
             headers=message.context,
             content_type=SINGLE_CONTENT_TYPE,
@@ -138,7 +138,7 @@ class Coalescer:
                 await self._publish(
                     encode_batch([entry.body for entry in batch]),
                     message_id=uuid.uuid4().hex,
-                    routing_key=self._routing_key,
+                    routing_key=self._routing_key(),
                     timeout=max(entry.timeout for entry in batch),
                     headers={SHARES_HEADER: len(batch)},
                     content_type=BATCH_CONTENT_TYPE,

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # Outage recovery (docs/queues.md). A message waiting longer than LIVE_TTL seconds in the live
     # queue moves (broker-side) to the backlog queue, which workers drain with a smaller share.
     live_ttl: float = Field(default=1.0, ge=0.05, le=60)
+    # How often the gateway looks whether a worker consumes the live queue: while none does, new
+    # shares go straight to the backlog instead of expiring into it (0: never look, always live).
+    detour_check: float = Field(default=1.0, ge=0, le=60)
     backlog_prefetch: int = Field(default=64, ge=1)
     # Quorum-queue safety net: a message returned this many times (worker crashes) moves on.
     delivery_limit: int = Field(default=20, ge=1, le=1000)

@@ -40,6 +40,11 @@ COMMIT_WAIT_SECONDS = Histogram(
 DECRYPT_FAILURES = Counter(
     "sharevault_decrypt_failures", "Stored shares that failed to authenticate (never served)"
 )
+DETOUR = Gauge(
+    "sharevault_publish_detour",
+    "1 while no worker consumes the live queue and new shares go straight to the backlog",
+    multiprocess_mode=LATEST,
+)
 QUEUE_MESSAGES = Gauge(
     "sharevault_queue_messages", "Messages ready in a queue", ["queue"], multiprocess_mode=LATEST
 )

@@ -126,11 +126,14 @@ def _queue_arguments(topology: Topology, options: QueueOptions) -> dict[str, dic
 
 
 def _bindings(topology: Topology, retry_levels: int) -> list[tuple[str, str, str]]:
-    """(queue, exchange, routing key): one ingest publish lands in the live queue and journal."""
+    """(queue, exchange, routing key): one ingest publish lands in the live queue and journal,
+    or (while no worker consumes the live queue, docs/queues.md) in the backlog and journal."""
     retries = [(topology.retry(n), topology.recover, f"retry.{n}") for n in range(retry_levels)]
     return [
         (topology.shares, topology.ingest, SHARE_KEY),
         (topology.journal, topology.ingest, SHARE_KEY),
+        (topology.backlog, topology.ingest, BACKLOG_KEY),
+        (topology.journal, topology.ingest, BACKLOG_KEY),
         (topology.backlog, topology.recover, BACKLOG_KEY),
         (topology.dead, topology.recover, DEAD_KEY),
         *retries,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -44,7 +45,15 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with Broker.from_settings(settings, name="sharevault-gateway") as broker:
         app[BROKER] = broker
-        yield
+        if settings.detour_check <= 0:
+            yield
+            return
+        watch = asyncio.create_task(broker.watch_live(settings.detour_check), name="live-watch")
+        try:
+            yield
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
 
 
 async def _portal(app: web.Application) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ class Broker:
 
     def __init__(self) -> None:
         self.sent: list[tuple[list[str], Mapping[str, Any] | None, str | None]] = []
+        self.keys: list[str] = []
         self.confirms: list[asyncio.Future[None]] = []
 
     async def publish(
@@ -38,6 +39,7 @@ class Broker:
             ids = [msgpack.unpackb(body)["message_id"]]
             assert ids == [message_id]
         self.sent.append((ids, headers, content_type))
+        self.keys.append(routing_key)
         confirm = asyncio.get_running_loop().create_future()
         self.confirms.append(confirm)
         await confirm
@@ -61,7 +63,7 @@ async def settle() -> None:
 async def test_shares_wait_for_the_confirm_in_flight_then_go_together() -> None:
     broker = Broker()
     coalescer = Coalescer(
-        broker.publish, "share", Coalescing(in_flight=1, max_shares=3), stopped=RuntimeError
+        broker.publish, lambda: "share", Coalescing(in_flight=1, max_shares=3), stopped=RuntimeError
     )
     first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
     await settle()
@@ -87,7 +89,10 @@ async def test_shares_wait_for_the_confirm_in_flight_then_go_together() -> None:
 async def test_a_failed_confirm_fails_every_share_of_its_batch_only() -> None:
     broker = Broker()
     coalescer = Coalescer(
-        broker.publish, "share", Coalescing(in_flight=1, max_shares=10), stopped=RuntimeError
+        broker.publish,
+        lambda: "share",
+        Coalescing(in_flight=1, max_shares=10),
+        stopped=RuntimeError,
     )
     first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
     await settle()
@@ -105,7 +110,7 @@ async def test_a_failed_confirm_fails_every_share_of_its_batch_only() -> None:
 async def test_closing_sends_what_waits_and_a_cancelled_send_answers_every_share() -> None:
     broker = Broker()
     coalescer = Coalescer(
-        broker.publish, "share", Coalescing(linger=60, max_shares=10), stopped=RuntimeError
+        broker.publish, lambda: "share", Coalescing(linger=60, max_shares=10), stopped=RuntimeError
     )
     waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (1, 2)]
     await settle()
@@ -117,3 +122,25 @@ async def test_closing_sends_what_waits_and_a_cancelled_send_answers_every_share
     for task in waiting:
         with pytest.raises(RuntimeError):
             await task
+
+
+async def test_each_message_takes_the_route_of_the_moment_it_goes() -> None:
+    broker = Broker()
+    route = ["share"]
+    coalescer = Coalescer(
+        broker.publish,
+        lambda: route[0],
+        Coalescing(in_flight=1, max_shares=10),
+        stopped=RuntimeError,
+    )
+    first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
+    await settle()
+    waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (2, 3)]
+    await settle()
+    route[0] = "backlog"  # the route changes while shares 2 and 3 wait for company
+    broker.confirms[0].set_result(None)
+    await settle()
+    assert broker.keys == ["share", "backlog"]
+    assert broker.sent[1][0] == ["m2", "m3"]
+    broker.confirms[1].set_result(None)
+    await asyncio.gather(first, *waiting)
