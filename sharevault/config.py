@@ -79,10 +79,11 @@ class Settings(BaseSettings):
     publish_timeout: float = Field(default=2.0, gt=0, le=8)
     # Coalescing (docs/queues.md): while PUBLISH_IN_FLIGHT messages await their confirm, the
     # shares accepted meanwhile wait and travel together as one message (one confirm), up to
-    # PUBLISH_BATCH shares or PUBLISH_BATCH_BYTES. PUBLISH_LINGER_MS makes every share wait that
-    # long for company. PUBLISH_BATCH=1 turns coalescing off.
+    # PUBLISH_BATCH shares or PUBLISH_BATCH_BYTES, each batch once it waited PUBLISH_LINGER_MS for
+    # company (at moderate load most shares would otherwise travel alone, at the broker's and the
+    # worker's full per-message cost). PUBLISH_BATCH=1 turns coalescing off.
     publish_in_flight: int = Field(default=2, ge=1, le=64)
-    publish_linger_ms: float = Field(default=0.0, ge=0, le=1000)
+    publish_linger_ms: float = Field(default=5.0, ge=0, le=1000)
     publish_batch: int = Field(default=64, ge=1, le=1000)
     publish_batch_bytes: int = Field(default=1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     # How long /backup waits for the worker's commit before answering 2xx anyway (still durable).
