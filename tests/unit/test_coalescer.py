@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -60,11 +60,26 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def coalescer_of(
+    broker: Broker, options: Coalescing, route: Callable[[], str] = lambda: "share"
+) -> Coalescer:
+    return Coalescer(broker.publish, route, options, stopped=RuntimeError)
+
+
+async def one_sent_two_waiting(
+    coalescer: Coalescer,
+) -> tuple[asyncio.Task[None], list[asyncio.Task[None]]]:
+    """Share 1 goes alone and awaits its confirm; shares 2 and 3 wait behind it."""
+    first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
+    await settle()
+    waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (2, 3)]
+    await settle()
+    return first, waiting
+
+
 async def test_shares_wait_for_the_confirm_in_flight_then_go_together() -> None:
     broker = Broker()
-    coalescer = Coalescer(
-        broker.publish, lambda: "share", Coalescing(in_flight=1, max_shares=3), stopped=RuntimeError
-    )
+    coalescer = coalescer_of(broker, Coalescing(in_flight=1, max_shares=3))
     first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
     await settle()
     # Idle: the first share goes at once, alone, as a plain message with its own headers.
@@ -88,16 +103,8 @@ async def test_shares_wait_for_the_confirm_in_flight_then_go_together() -> None:
 
 async def test_a_failed_confirm_fails_every_share_of_its_batch_only() -> None:
     broker = Broker()
-    coalescer = Coalescer(
-        broker.publish,
-        lambda: "share",
-        Coalescing(in_flight=1, max_shares=10),
-        stopped=RuntimeError,
-    )
-    first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
-    await settle()
-    batch = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (2, 3)]
-    await settle()
+    coalescer = coalescer_of(broker, Coalescing(in_flight=1, max_shares=10))
+    first, batch = await one_sent_two_waiting(coalescer)
     broker.confirms[0].set_result(None)
     await settle()
     broker.confirms[1].set_exception(ConnectionError("broker gone"))
@@ -109,9 +116,7 @@ async def test_a_failed_confirm_fails_every_share_of_its_batch_only() -> None:
 
 async def test_closing_sends_what_waits_and_a_cancelled_send_answers_every_share() -> None:
     broker = Broker()
-    coalescer = Coalescer(
-        broker.publish, lambda: "share", Coalescing(linger=60, max_shares=10), stopped=RuntimeError
-    )
+    coalescer = coalescer_of(broker, Coalescing(linger=60, max_shares=10))
     waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (1, 2)]
     await settle()
     assert broker.sent == []  # lingering for company
@@ -127,16 +132,8 @@ async def test_closing_sends_what_waits_and_a_cancelled_send_answers_every_share
 async def test_each_message_takes_the_route_of_the_moment_it_goes() -> None:
     broker = Broker()
     route = ["share"]
-    coalescer = Coalescer(
-        broker.publish,
-        lambda: route[0],
-        Coalescing(in_flight=1, max_shares=10),
-        stopped=RuntimeError,
-    )
-    first = asyncio.create_task(coalescer.publish(share(1), timeout=1))
-    await settle()
-    waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (2, 3)]
-    await settle()
+    coalescer = coalescer_of(broker, Coalescing(in_flight=1, max_shares=10), lambda: route[0])
+    first, waiting = await one_sent_two_waiting(coalescer)
     route[0] = "backlog"  # the route changes while shares 2 and 3 wait for company
     broker.confirms[0].set_result(None)
     await settle()
