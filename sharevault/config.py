@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # How long /backup waits for the worker's commit before answering 2xx anyway (still durable).
     commit_wait: float = Field(default=5.0, ge=0, le=8)
     db_pool_size: int = Field(default=8, ge=1)
+    # Every this many seconds the gateway hands the memory freed since back to the OS (glibc's
+    # malloc_trim, sharevault/memory.py): after a burst its RSS returns to its steady level.
+    # 0: never.
+    memory_trim_every: float = Field(default=10.0, ge=0, le=3600)
 
     worker_prefetch: int = Field(default=256, ge=2)
     worker_batch_size: int = Field(default=128, ge=1)

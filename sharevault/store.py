@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from asyncpg import Record
 
+from sharevault.background import running
 from sharevault.crypto import Identity, Keyring
 
 log = logging.getLogger(__name__)
@@ -409,12 +410,8 @@ async def vacuuming_shares(
         yield
         return
     store._look_every = look_every
-    task = asyncio.create_task(_vacuum_loop(store, look_idle), name="shares-vacuum")
-    try:
+    async with running(_vacuum_loop(store, look_idle), "shares-vacuum"):
         yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _vacuum_loop(store: Store, look_idle: float) -> None:

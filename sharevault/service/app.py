@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from sharevault import memory
+from sharevault.background import running
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
@@ -48,12 +49,17 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         if settings.detour_check <= 0:
             yield
             return
-        watch = asyncio.create_task(broker.watch_live(settings.detour_check), name="live-watch")
-        try:
+        async with running(broker.watch_live(settings.detour_check), "live-watch"):
             yield
-        finally:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+
+
+async def _memory(app: web.Application) -> AsyncIterator[None]:
+    every = app[SETTINGS].memory_trim_every
+    if every <= 0:
+        yield
+        return
+    async with running(memory.trimming(every), "memory-trim"):
+        yield
 
 
 async def _portal(app: web.Application) -> AsyncIterator[None]:
@@ -76,7 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[KEYRING] = Keyring(settings.keyring)
     app[CLOCK] = VersionClock()
-    app.cleanup_ctx.extend([_database, _broker, _portal, queue_gauges])
+    app.cleanup_ctx.extend([_database, _broker, _portal, queue_gauges, _memory])
     health.add_routes(app)
     webhooks.add_routes(app, settings.webhook_root)
     clients.add_routes(app, settings.client_root)

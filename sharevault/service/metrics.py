@@ -19,6 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from sharevault.background import running
 from sharevault.broker import Broker
 from sharevault.metrics import (
     HTTP_REQUESTS,
@@ -99,9 +100,5 @@ async def _sample_queues(broker: Broker) -> None:
 
 async def queue_gauges(app: web.Application) -> AsyncIterator[None]:
     """Queue depth and consumer gauges, sampled in the background while the gateway runs."""
-    task = asyncio.create_task(_sample_queues(app[BROKER]), name="queue-gauges")
-    try:
+    async with running(_sample_queues(app[BROKER]), "queue-gauges"):
         yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
