@@ -47,8 +47,8 @@ class Keyring:
             raise ValueError("a keyring needs at least one key")
         self._ciphers = {kid.encode(): AESGCM(key) for kid, key in keys}
         self.current_id = keys[0][0]
-        self._current = self._ciphers[self.current_id.encode()]
         kid = self.current_id.encode()
+        self._current = self._ciphers[kid]
         self._sealed_prefix = bytes([len(kid)]) + kid
 
     @property
