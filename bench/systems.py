@@ -14,6 +14,7 @@ from bench.measure import Ctx, background, flatness, max_rate, open_loop
 from bench.profiling import profile_under_load
 from bench.services import baseline_server, gateway, worker
 from bench.stack import Service
+from sharevault.background import running
 from sharevault.store import Store, open_store
 
 # How often the naive design's table is looked at for a vacuum (sharevault's worker looks after
@@ -70,13 +71,8 @@ async def vacuumed(dsn: str) -> AsyncIterator[None]:
     table left to grow without bound is not what a user would run, and a default server's
     autovacuum would do this work in PostgreSQL for the naive design too. Both designs thus pay
     PostgreSQL's CPU for a bounded table."""
-    async with open_store(dsn, size=1) as store:
-        task = asyncio.create_task(_vacuum_when_due(store), name="naive-vacuum")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with open_store(dsn, size=1) as store, running(_vacuum_when_due(store), "naive-vacuum"):
+        yield
 
 
 async def _vacuum_when_due(store: Store) -> None:
