@@ -7,7 +7,7 @@ import uuid
 import msgpack
 
 from sharevault.crypto import Identity, Keyring
-from sharevault.schemas import ShareMessage
+from sharevault.messages import ShareMessage
 
 BACKLOG_CLIENT = "clbk"
 

@@ -15,7 +15,7 @@ from bench.profiling import profile_under_load
 from bench.services import baseline_server, gateway, worker
 from bench.stack import Service
 from sharevault.background import running
-from sharevault.store import Store, open_store
+from sharevault.db import Store, open_store
 
 # How often the naive design's table is looked at for a vacuum (sharevault's worker looks after
 # every 1,000 rows it applies: 0.3-0.5 s at these rates).

@@ -13,8 +13,8 @@ writer, checkpointer, ...), sampled before and after (bench/procstat.py).
 Variants:
   old           the write path before this change: pool acquire, BEGIN, upsert, outbox insert,
                 pg_notify per 200 ids, COMMIT, asyncpg's reset query on release (text kept below)
-  new           sharevault.store.Store.upsert_batch as shipped: one statement, no reset query
-  new+vacuum    the same with sharevault.store.vacuuming_shares running (as the worker does)
+  new           sharevault.db.Store.upsert_batch as shipped: one statement, no reset query
+  new+vacuum    the same with sharevault.db.vacuuming_shares running (as the worker does)
   raw           the bare batched unnest upsert on one connection (bench baseline d): the floor
   naive         one row per statement (autocommit) through a pool: the "naive" design
 """
@@ -35,7 +35,7 @@ import asyncpg
 from bench.baselines.rawsql import UPSERT_BATCH, Row
 from bench.procstat import cluster_cpu, own_backends, postmaster_pid, read_stat
 from sharevault.crypto import Identity, Keyring
-from sharevault.store import SealedRow, migrate, open_store, vacuuming_shares
+from sharevault.db import SealedRow, migrate, open_store, vacuuming_shares
 
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 VARIANTS = ("old", "new", "new+vacuum", "raw", "naive")

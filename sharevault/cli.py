@@ -44,8 +44,8 @@ def main(log_level: str, log_format: str) -> None:
 @main.command()
 def migrate() -> None:
     """Create the database if needed and apply pending migrations (safe to run concurrently)."""
-    from sharevault.store import ensure_database
-    from sharevault.store import migrate as apply
+    from sharevault.db import ensure_database
+    from sharevault.db import migrate as apply
 
     settings = settings_or_exit()
     dsn = settings.database_url.get_secret_value()

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import (
+from sharevault.messages import (
     BATCH_CONTENT_TYPE,
     SHARES_HEADER,
     SINGLE_CONTENT_TYPE,
+    ShareMessage,
     encode_batch,
 )
 

@@ -22,12 +22,11 @@ from aiohttp.test_utils import TestClient
 from sharevault.broker import SHARE_KEY, Broker, Topology, delete_topology
 from sharevault.config import Settings, load_settings
 from sharevault.crypto import Identity, Keyring
-from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import SINGLE_CONTENT_TYPE
+from sharevault.db import migrate
+from sharevault.messages import SINGLE_CONTENT_TYPE, ShareMessage
 from sharevault.service import create_app
-from sharevault.store import migrate
-from sharevault.testing import FakePortal
 from sharevault.worker import ShareWorker, open_worker
+from tests.support import FakePortal
 
 if TYPE_CHECKING:
     from tests.processes import WorkerProcess
@@ -137,7 +136,7 @@ async def gateway_factory(
     settings: Settings,
 ) -> GatewayFactory:
     async def make(custom: Settings | None = None) -> TestClient:  # type: ignore[type-arg]
-        from sharevault.service.keys import BROKER
+        from sharevault.service.appkeys import BROKER
 
         client = await aiohttp_client(create_app(custom or settings))
         await client.app[BROKER].wait_ready(10)
@@ -249,7 +248,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 async def fake_portal() -> AsyncIterator[FakePortal]:
-    """Portal's API, faked on 127.0.0.1 (sharevault.testing), with clients A and B registered."""
+    """Portal's API, faked on 127.0.0.1 (tests.support), with clients A and B registered."""
     from tests.leakcheck import sensitive
     from tests.portal_fixtures import PORTAL_API_KEY, SENSITIVE, register_clients
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sharevault.config import Settings
-from sharevault.testing import FakePortal
+from tests.support import FakePortal
 
 PORTAL_API_KEY = "test-custodian-api-key-5f1d0c9e7a"
 TOKEN_A = "client-a-session-token-6b2e9d4f1a8c"

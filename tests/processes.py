@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from sharevault.config import Settings
-from sharevault.testing.processes import WORKER_STATS as STATS
 from tests.conftest import process_env
 from tests.leakcheck import subprocess_log
+from tests.support.subprocesses import WORKER_STATS as STATS
 
 
 def outage_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from bench.messages import RawTemplate, backlog_identity
 from bench.workload import make_shares
 from sharevault.config import parse_keyring
 from sharevault.crypto import Keyring
-from sharevault.schemas.message import SINGLE_CONTENT_TYPE
+from sharevault.messages import SINGLE_CONTENT_TYPE
 
 IN_FLIGHT = 64
 

@@ -11,7 +11,7 @@ import asyncpg
 from bench.drills.load import Key, Ledger, seq_of, share_text
 from sharevault.crypto import DecryptError, Identity, Keyring
 from sharevault.portal import REPORT_V2, REPORT_V3
-from sharevault.testing.fake_portal import Call
+from tests.support.fake_portal import Call
 
 SHARES = """
 SELECT kind, client_id, backup_method, pair_id, sealed, message_id FROM shares

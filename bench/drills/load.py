@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from sharevault.testing import FakePortal, GatewayDriver
+from tests.support import FakePortal, GatewayDriver
 
 # Every share of a drill starts with this: a log line holding one is a leak.
 SHARE_MARK = "drill-share-secret-"

@@ -28,10 +28,10 @@ from bench.drills.stack import (
 )
 from sharevault.config import parse_keyring
 from sharevault.crypto import Keyring, generate_keyring_value
-from sharevault.store import migrate
-from sharevault.testing import FakePortal, GatewayDriver
-from sharevault.testing.faultproxy import FaultProxy
-from sharevault.testing.pgcluster import PgCluster
+from sharevault.db import migrate
+from tests.support import FakePortal, GatewayDriver
+from tests.support.faultproxy import FaultProxy
+from tests.support.pgcluster import PgCluster
 
 POLL = 0.2
 

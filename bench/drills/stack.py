@@ -15,10 +15,10 @@ import asyncpg
 
 from sharevault.broker import Broker, Topology, delete_topology
 from sharevault.config import Settings, load_settings
-from sharevault.testing import FakePortal
-from sharevault.testing.faultproxy import FaultProxy
-from sharevault.testing.pgcluster import PgCluster, free_port
-from sharevault.testing.processes import SharevaultProcess
+from tests.support import FakePortal
+from tests.support.faultproxy import FaultProxy
+from tests.support.pgcluster import PgCluster, free_port
+from tests.support.subprocesses import SharevaultProcess
 
 PG_ADMIN = os.environ.get("DRILL_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("DRILL_AMQP", "amqp://guest:guest@127.0.0.1:5672/")

@@ -26,7 +26,7 @@ def settings_or_exit() -> Settings:
 def run_or_exit(work: Callable[[], Coroutine[Any, Any, T]], *, resumable: bool = False) -> T:
     """Run a coroutine; a database or broker that is not there ends the command with one line."""
     from sharevault.broker import BrokerUnavailable
-    from sharevault.store import DATABASE_ERRORS, TRANSIENT_ERRORS
+    from sharevault.db import DATABASE_ERRORS, TRANSIENT_ERRORS
 
     again = " (run the command again: it resumes where it stopped)" if resumable else ""
     try:

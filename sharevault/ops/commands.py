@@ -194,8 +194,8 @@ def replay(
     """Re-feed storage from the ingest journal; replaying twice changes nothing."""
     from sharevault.broker import Broker
     from sharevault.crypto import Keyring
+    from sharevault.db import open_store
     from sharevault.ops.replay import ReplayRange, ReplaySummary, replay_journal
-    from sharevault.store import open_store
 
     settings = settings_or_exit()
     bar = _Bar()

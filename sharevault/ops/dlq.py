@@ -13,9 +13,9 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 
 from sharevault.broker import Broker
+from sharevault.broker.topology import BACKLOG_KEY, DEAD_KEY
+from sharevault.messages import UndecodableError, decode_message
 from sharevault.ops.times import show
-from sharevault.schemas.message import UndecodableError, decode_message
-from sharevault.topology import BACKLOG_KEY, DEAD_KEY
 from sharevault.worker.retry import (
     ATTEMPTS,
     ERROR,

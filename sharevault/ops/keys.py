@@ -15,7 +15,7 @@ from sharevault.ops.rotation import KeyUse, RotationSummary, key_uses, not_curre
 
 
 def _counts() -> tuple[dict[str, dict[str, int]], Keyring]:
-    from sharevault.store import open_store
+    from sharevault.db import open_store
 
     settings = settings_or_exit()
     keyring = Keyring(settings.keyring)
@@ -111,7 +111,7 @@ def rotate_key(batch_size: int, dry_run: bool, as_json: bool) -> None:
     every write is a short transaction. Interrupted, it resumes where it stopped when run again.
     Exits 1 when rows are left under another key (unreadable, or written meanwhile by a process
     whose keyring still puts an older key first)."""
-    from sharevault.store import open_store
+    from sharevault.db import open_store
 
     settings = settings_or_exit()
     keyring = Keyring(settings.keyring)

@@ -12,9 +12,9 @@ from aio_pika.abc import AbstractIncomingMessage, FieldValue
 
 from sharevault.broker import Broker, BrokerUnavailable, Deliveries
 from sharevault.crypto import Keyring
+from sharevault.db import SealedRow, Store
 from sharevault.metrics import REPLAY_MESSAGES
 from sharevault.ops.times import to_micros
-from sharevault.store import SealedRow, Store
 from sharevault.worker.decode import open_body
 
 MARKER = "x-sharevault-marker"

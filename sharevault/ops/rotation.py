@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from sharevault.crypto import DecryptError, Identity, Keyring
-from sharevault.schemas import bearer_identity
+from sharevault.messages import bearer_identity
 
 if TYPE_CHECKING:
     # Only types: `sharevault --help` need not load the database driver.
-    from sharevault.store import SealedBearer, SealedRow, Store
+    from sharevault.db import SealedBearer, SealedRow, Store
 
 # Rows skipped because a worker or sender held them, or a newer write replaced them, get more
 # passes (rows written meanwhile under the current key are done by themselves). The pause before

@@ -24,7 +24,7 @@ JOURNAL_WAIT = 1.0
 async def gather_stats(settings: Settings) -> dict[str, Any]:
     """Every figure; a part whose service is down is None, with the reason under "errors"."""
     from sharevault.broker import BrokerUnavailable
-    from sharevault.store import DATABASE_ERRORS, TRANSIENT_ERRORS
+    from sharevault.db import DATABASE_ERRORS, TRANSIENT_ERRORS
 
     data: dict[str, Any] = {
         "shares": None,
@@ -51,7 +51,7 @@ async def gather_stats(settings: Settings) -> dict[str, Any]:
 
 async def _database_stats(settings: Settings) -> dict[str, Any]:
     from sharevault.crypto import Keyring
-    from sharevault.store import open_store
+    from sharevault.db import open_store
 
     async with open_store(settings.database_url.get_secret_value(), size=1) as store:
         by_method = await store.share_counts()

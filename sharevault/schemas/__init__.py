@@ -3,7 +3,6 @@
 from sharevault.schemas.client import ClientBackup, ClientBackupAnswer, ClientBackupQuery
 from sharevault.schemas.common import UNKNOWN_METHOD
 from sharevault.schemas.errors import ErrorBody, ErrorDetail
-from sharevault.schemas.message import ShareMessage, bearer_identity
 from sharevault.schemas.webhook import (
     AcceptedAnswer,
     WebhookBackup,
@@ -19,9 +18,7 @@ __all__ = [
     "ClientBackupQuery",
     "ErrorBody",
     "ErrorDetail",
-    "ShareMessage",
     "WebhookBackup",
     "WebhookFetch",
     "WebhookFetchAnswer",
-    "bearer_identity",
 ]

@@ -11,12 +11,10 @@ from sharevault.background import running
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
+from sharevault.db import CommitListener, open_store
 from sharevault.portal import PortalClient
-from sharevault.service import clients, docs, health, metrics, openapi, webhooks
-from sharevault.service.client_auth import PortalBearerAuthenticator
-from sharevault.service.clock import VersionClock
-from sharevault.service.commits import CommitWaiter
-from sharevault.service.keys import (
+from sharevault.service import client_shares, docs, health, monitoring, openapi, webhooks
+from sharevault.service.appkeys import (
     BROKER,
     CLIENT_AUTH,
     CLOCK,
@@ -26,9 +24,11 @@ from sharevault.service.keys import (
     STORE,
     WAITER,
 )
-from sharevault.service.metrics import queue_gauges
+from sharevault.service.client_auth import PortalBearerAuthenticator
+from sharevault.service.clock import VersionClock
+from sharevault.service.commits import CommitWaiter
 from sharevault.service.middleware import gateway_middleware
-from sharevault.store import CommitListener, open_store
+from sharevault.service.monitoring import queue_gauges
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_database, _broker, _portal, queue_gauges, _memory])
     health.add_routes(app)
     webhooks.add_routes(app, settings.webhook_root)
-    clients.add_routes(app, settings.client_root)
+    client_shares.add_routes(app, settings.client_root)
     openapi.add_routes(
         app,
         openapi.health_operations()
@@ -93,5 +93,5 @@ def create_app(settings: Settings) -> web.Application:
         + openapi.client_operations(settings.client_root),
     )
     docs.add_routes(app)
-    metrics.add_routes(app)
+    monitoring.add_routes(app)
     return app

@@ -6,8 +6,8 @@ import hmac
 
 from aiohttp import web
 
+from sharevault.service.appkeys import SETTINGS
 from sharevault.service.errors import ApiError
-from sharevault.service.keys import SETTINGS
 
 SECRET_HEADER = "X-Webhook-Secret"  # noqa: S105 (a header name, not a secret)
 

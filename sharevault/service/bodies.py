@@ -8,8 +8,8 @@ from typing import Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from sharevault.service.appkeys import SETTINGS
 from sharevault.service.errors import ApiError
-from sharevault.service.keys import SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
 JSON_TYPE = "application/json; charset=utf-8"

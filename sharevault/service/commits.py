@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from sharevault.crypto import Identity
-from sharevault.store import TRANSIENT_ERRORS, Store
+from sharevault.db import TRANSIENT_ERRORS, Store
 
 log = logging.getLogger(__name__)
 

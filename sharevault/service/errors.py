@@ -7,8 +7,8 @@ import logging
 from aiohttp import web
 
 from sharevault.broker import BrokerUnavailable
+from sharevault.db import TRANSIENT_ERRORS
 from sharevault.schemas import ErrorBody, ErrorDetail
-from sharevault.store import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

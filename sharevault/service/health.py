@@ -6,8 +6,8 @@ import asyncio
 
 from aiohttp import web
 
-from sharevault.service.keys import BROKER, STORE
-from sharevault.store import TRANSIENT_ERRORS
+from sharevault.db import TRANSIENT_ERRORS
+from sharevault.service.appkeys import BROKER, STORE
 
 
 async def healthz(_request: web.Request) -> web.Response:

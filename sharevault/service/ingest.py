@@ -15,16 +15,16 @@ from pydantic import SecretStr
 from sharevault import otel
 from sharevault.broker import BrokerUnavailable
 from sharevault.crypto import Identity
+from sharevault.messages import ShareMessage, bearer_identity
 from sharevault.metrics import (
     COMMIT_WAIT_SECONDS,
     COMMIT_WAITS,
     PUBLISH_FAILURES,
     PUBLISH_SECONDS,
 )
-from sharevault.schemas import ShareMessage, bearer_identity
+from sharevault.service.appkeys import BROKER, CLOCK, KEYRING, SETTINGS, WAITER
 from sharevault.service.bodies import Accepted
-from sharevault.service.keys import BROKER, CLOCK, KEYRING, SETTINGS, WAITER
-from sharevault.service.tracing import propagation_headers
+from sharevault.service.request_ids import propagation_headers
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from sharevault.service.appkeys import SETTINGS
 from sharevault.service.errors import ApiError
-from sharevault.service.keys import SETTINGS
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

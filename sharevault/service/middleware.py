@@ -12,8 +12,8 @@ from aiohttp import web
 
 from sharevault.logs import REQUEST_ID as LOG_REQUEST_ID
 from sharevault.service.errors import error_answer
-from sharevault.service.metrics import count_request
-from sharevault.service.tracing import REQUEST_ID_HEADER, take_request_id
+from sharevault.service.monitoring import count_request
+from sharevault.service.request_ids import REQUEST_ID_HEADER, take_request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from sharevault.crypto import DecryptError, Identity, Keyring
+from sharevault.db import StoredShare
 from sharevault.metrics import DECRYPT_FAILURES
-from sharevault.store import StoredShare
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from aiohttp.web_request import BaseRequest
 
 from sharevault.logs import REQUEST_ID as LOG_REQUEST_ID
 from sharevault.service.errors import error_response
-from sharevault.service.tracing import REQUEST_ID_HEADER
+from sharevault.service.request_ids import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 

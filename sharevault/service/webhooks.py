@@ -8,11 +8,11 @@ from aiohttp import web
 
 from sharevault.crypto import Identity
 from sharevault.schemas import WebhookBackup, WebhookFetch
+from sharevault.service.appkeys import KEYRING, STORE
 from sharevault.service.auth import require_webhook_secret
 from sharevault.service.bodies import json_answer, read_model
 from sharevault.service.ingest import accept_share
 from sharevault.service.ipfilter import require_allowed_ip
-from sharevault.service.keys import KEYRING, STORE
 from sharevault.service.reading import open_stored
 
 log = logging.getLogger(__name__)

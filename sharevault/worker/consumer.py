@@ -14,7 +14,9 @@ from sharevault import otel
 from sharevault.broker import Broker, BrokerUnavailable, Consuming, Lane, is_stale
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
+from sharevault.db import DATABASE_ERRORS, PERMANENT_ERRORS, TRANSIENT_ERRORS, Store
 from sharevault.logs import new_request_id, request_context
+from sharevault.messages import SHARES_HEADER, SINGLE_CONTENT_TYPE
 from sharevault.metrics import (
     DEAD_LETTERS,
     WORKER_BATCH_SIZE,
@@ -22,8 +24,6 @@ from sharevault.metrics import (
     WORKER_MESSAGES,
     WORKER_RETRIES,
 )
-from sharevault.schemas.message import SHARES_HEADER, SINGLE_CONTENT_TYPE
-from sharevault.store import DATABASE_ERRORS, PERMANENT_ERRORS, TRANSIENT_ERRORS, Store
 from sharevault.worker.decode import Flaw, Flawed, Opened, open_body, shares_in
 from sharevault.worker.inbox import DeliveryCounter, Inbox
 from sharevault.worker.retry import (
@@ -273,7 +273,7 @@ class ShareWorker:
                 row = part.share.row
                 with (
                     request_context(row.request_id or new_request_id()),
-                    otel.span("sharevault.store", part.share.context, message_id=row.message_id),
+                    otel.span("sharevault.db", part.share.context, message_id=row.message_id),
                 ):
                     log.debug("stored message %s", row.message_id)
 

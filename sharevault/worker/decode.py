@@ -15,18 +15,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sharevault.crypto import DecryptError, Keyring
+from sharevault.db import SealedRow
 from sharevault.logs import new_request_id
-from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import (
+from sharevault.messages import (
     BATCH_CONTENT_TYPES,
     SHARES_HEADER,
     SINGLE_CONTENT_TYPE,
+    ShareMessage,
     UndecodableError,
     decode_message,
     encode_item,
     single_type_of,
 )
-from sharevault.store import SealedRow
 
 # The message headers that travel with a share (ids of the request, never secrets).
 CONTEXT_HEADERS = ("x-request-id", "traceparent", "tracestate")

@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 
 from sharevault.config import Settings
 from sharevault.crypto import DecryptError, Keyring
+from sharevault.db import TRANSIENT_ERRORS, OutboxOutcome, OutboxRow, Store
+from sharevault.messages import bearer_identity
 from sharevault.metrics import OUTBOX_OLDEST_SECONDS, OUTBOX_PENDING
 from sharevault.portal import PortalClient, PortalRejected, PortalUnavailable
-from sharevault.schemas import bearer_identity
-from sharevault.store import TRANSIENT_ERRORS, OutboxOutcome, OutboxRow, Store
 
 log = logging.getLogger(__name__)
 

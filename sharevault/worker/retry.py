@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from sharevault.broker import Broker, BrokerUnavailable
 from sharevault.config import Settings
-from sharevault.store import TRANSIENT_ERRORS, SealedRow, Store
+from sharevault.db import TRANSIENT_ERRORS, SealedRow, Store
 
 log = logging.getLogger(__name__)
 

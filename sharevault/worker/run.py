@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 from sharevault.broker import Broker
 from sharevault.config import Settings, mask_url
 from sharevault.crypto import Keyring
-from sharevault.store import open_store, vacuuming_shares
+from sharevault.db import open_store, vacuuming_shares
 from sharevault.worker.consumer import ShareWorker
 from sharevault.worker.outbox import running_outbox
 

@@ -16,9 +16,8 @@ from pydantic import SecretStr
 from sharevault.config import Settings
 from sharevault.portal import WHOAMI
 from sharevault.service import create_app
+from sharevault.service.appkeys import BROKER, CLIENT_AUTH
 from sharevault.service.errors import ApiError
-from sharevault.service.keys import BROKER, CLIENT_AUTH
-from sharevault.testing import FakePortal, GatewayDriver
 from tests.conftest import SAMPLES, WEBHOOK_SECRET, WorkerHandle, secret_headers
 from tests.portal_fixtures import (
     CLIENT_A,
@@ -28,6 +27,7 @@ from tests.portal_fixtures import (
     bearer,
     portal_settings,
 )
+from tests.support import FakePortal, GatewayDriver
 from tests.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]

@@ -14,11 +14,11 @@ import msgpack
 from sharevault.broker import SHARE_KEY, Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
-from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import (
+from sharevault.messages import (
     BATCH_CONTENT_TYPE,
     SHARES_HEADER,
     SINGLE_CONTENT_TYPE,
+    ShareMessage,
     encode_batch,
 )
 from tests.backupload import Client

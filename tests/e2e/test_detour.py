@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from sharevault.broker import Broker
 from sharevault.config import Settings
-from sharevault.service.keys import BROKER
+from sharevault.service.appkeys import BROKER
 from tests.conftest import GatewayFactory, WorkerHandle, secret_headers
 from tests.waiting import eventually
 

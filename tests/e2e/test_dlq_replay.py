@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 
 from sharevault.broker import Broker
+from sharevault.broker.topology import DEAD_KEY
 from sharevault.config import Settings
 from sharevault.crypto import Identity
-from sharevault.schemas.message import SINGLE_CONTENT_TYPE
-from sharevault.topology import DEAD_KEY
+from sharevault.messages import SINGLE_CONTENT_TYPE
 from tests.backupload import Client
 from tests.conftest import AMQP_URL, WorkerHandle, publish_junk, seal_message, secret_headers
 from tests.leakcheck import sensitive

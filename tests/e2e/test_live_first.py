@@ -21,7 +21,7 @@ import pytest
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
-from sharevault.schemas import ShareMessage
+from sharevault.messages import ShareMessage
 from tests.backupload import Client
 from tests.conftest import secret_headers
 from tests.leakcheck import subprocess_log

@@ -14,12 +14,12 @@ import pytest
 
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
-from sharevault.store import migrate
+from sharevault.db import migrate
 from tests.backupload import BackupLoad, Client, assert_nothing_lost
 from tests.conftest import AMQP_URL
-from tests.faultproxy import FaultProxy, fault_proxy
-from tests.pgcluster import PgCluster
 from tests.processes import WorkerProcess, outage_env
+from tests.support.faultproxy import FaultProxy, fault_proxy
+from tests.support.pgcluster import PgCluster
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,8 @@ from aiohttp.test_utils import TestClient
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
+from sharevault.messages import ShareMessage, bearer_identity
 from sharevault.portal import REPORT_V2, REPORT_V3
-from sharevault.schemas import ShareMessage, bearer_identity
-from sharevault.testing import FakePortal
 from tests.conftest import WorkerHandle
 from tests.leakcheck import subprocess_log
 from tests.portal_fixtures import (
@@ -32,6 +31,7 @@ from tests.portal_fixtures import (
     portal_settings,
     worker_env,
 )
+from tests.support import FakePortal
 from tests.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]

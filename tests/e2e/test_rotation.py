@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient
 
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
-from sharevault.schemas import bearer_identity
-from sharevault.store import SealedRow, open_store
+from sharevault.db import SealedRow, open_store
+from sharevault.messages import bearer_identity
 from tests.backupload import BackupLoad, assert_nothing_lost, share_text
 from tests.conftest import KEY_A, KEY_B, WorkerHandle, process_env, secret_headers
 from tests.leakcheck import sensitive, subprocess_log

@@ -9,11 +9,11 @@ from typing import Any
 import asyncpg
 
 from sharevault.broker import Broker
+from sharevault.broker.topology import DEAD_KEY
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
-from sharevault.schemas import bearer_identity
-from sharevault.store import SealedRow, open_store
-from sharevault.topology import DEAD_KEY
+from sharevault.db import SealedRow, open_store
+from sharevault.messages import bearer_identity
 from sharevault.worker.retry import REASON
 from tests.conftest import seal_message
 from tests.processes import outage_env, run_cli

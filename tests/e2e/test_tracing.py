@@ -44,7 +44,7 @@ async def test_one_trace_from_caller_through_gateway_and_queue_to_worker(
             break
         await asyncio.sleep(0.02)
     spans = {s.name: s for s in _EXPORTER.get_finished_spans()}
-    publish, store = spans["sharevault.publish"], spans["sharevault.store"]
+    publish, store = spans["sharevault.publish"], spans["sharevault.db"]
     assert f"{publish.context.trace_id:032x}" == TRACE_ID
     assert store.context.trace_id == publish.context.trace_id
     assert store.parent is not None and store.parent.span_id == publish.context.span_id

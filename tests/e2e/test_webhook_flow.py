@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
-from sharevault.schemas import ShareMessage
+from sharevault.messages import ShareMessage
 from tests.conftest import (
     PREVIOUS_SECRET,
     SAMPLES,

@@ -12,8 +12,8 @@ import pytest
 from sharevault.broker import Broker, BrokerUnavailable, delete_topology
 from sharevault.config import Settings
 from sharevault.crypto import Identity
-from sharevault.testing.faultproxy import fault_proxy
 from tests.conftest import AMQP_URL, seal_message
+from tests.support.faultproxy import fault_proxy
 from tests.waiting import eventually
 
 

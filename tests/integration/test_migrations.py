@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from sharevault.store import ensure_database, migrate, migration_files
+from sharevault.db import ensure_database, migrate, migration_files
 from tests.conftest import _admin, dsn_for
 
 

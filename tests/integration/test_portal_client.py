@@ -22,9 +22,9 @@ from sharevault.portal import (
 )
 from sharevault.service.client_auth import PortalBearerAuthenticator
 from sharevault.service.errors import ApiError
-from sharevault.testing import FakePortal
 from tests.conftest import WEBHOOK_SECRET, process_env
 from tests.portal_fixtures import CLIENT_A, CLIENT_B, PORTAL_API_KEY, TOKEN_A, TOKEN_B
+from tests.support import FakePortal
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ async def test_fake_portal_runs_standalone() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sharevault.testing.fake_portal",
+        "tests.support.fake_portal",
         "--client",
         f"{TOKEN_A}={CLIENT_A}",
         stdout=asyncio.subprocess.PIPE,

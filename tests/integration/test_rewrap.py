@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 
 from sharevault.crypto import Identity, Keyring
+from sharevault.db import SealedRow, Store, open_store
+from sharevault.messages import bearer_identity
 from sharevault.ops.rotation import key_uses, rotate
-from sharevault.schemas import bearer_identity
-from sharevault.store import SealedRow, Store, open_store
 from tests.conftest import KEY_A, KEY_B
 from tests.leakcheck import sensitive
 

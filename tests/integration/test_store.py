@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from sharevault.crypto import Identity
-from sharevault.store import (
+from sharevault.db import (
     COMMIT_CHANNEL,
     DeadRows,
     Q,

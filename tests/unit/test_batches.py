@@ -12,16 +12,16 @@ from typing import Any
 import msgpack
 
 from sharevault.crypto import Identity, Keyring
-from sharevault.ops.dlq import DeadLetter, Selection
-from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import (
+from sharevault.messages import (
     BATCH_CONTENT_TYPE,
     JSON_BATCH_CONTENT_TYPE,
     JSON_SINGLE_CONTENT_TYPE,
     SHARES_HEADER,
     SINGLE_CONTENT_TYPE,
+    ShareMessage,
     encode_batch,
 )
+from sharevault.ops.dlq import DeadLetter, Selection
 from sharevault.worker.decode import Flaw, open_body, shares_in
 from sharevault.worker.inbox import Inbox
 

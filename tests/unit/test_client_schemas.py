@@ -8,10 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from sharevault.crypto import Identity, Keyring
+from sharevault.db import StoredShare
+from sharevault.messages import ShareMessage, bearer_identity
 from sharevault.portal import parse_retry_after
-from sharevault.schemas import ClientBackup, ClientBackupQuery, ShareMessage, bearer_identity
-from sharevault.service.clients import lookup_order, report_api_for
-from sharevault.store import StoredShare
+from sharevault.schemas import ClientBackup, ClientBackupQuery
+from sharevault.service.client_shares import lookup_order, report_api_for
 from sharevault.worker.outbox import backoff
 from tests.conftest import SAMPLES
 

@@ -11,8 +11,7 @@ import pytest
 
 from sharevault.coalescing import Coalescer, Coalescing
 from sharevault.crypto import Identity
-from sharevault.schemas import ShareMessage
-from sharevault.schemas.message import BATCH_CONTENT_TYPE, SHARES_HEADER, SINGLE_CONTENT_TYPE
+from sharevault.messages import BATCH_CONTENT_TYPE, SHARES_HEADER, SINGLE_CONTENT_TYPE, ShareMessage
 
 
 class Broker:

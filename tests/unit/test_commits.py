@@ -8,9 +8,9 @@ from typing import cast
 import pytest
 
 from sharevault.crypto import Identity
+from sharevault.db import Store
 from sharevault.service import commits
 from sharevault.service.commits import CommitWaiter
-from sharevault.store import Store
 
 ALICE = Identity("custodian", "cl-alice", "GDRIVE", "pair-1")
 VERSION = 1_000

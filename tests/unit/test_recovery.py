@@ -11,14 +11,14 @@ from typing import Any
 import msgpack
 import pytest
 
+from sharevault.broker.topology import QueueOptions, Topology, _bindings, _queue_arguments
 from sharevault.config import ConfigError, load_settings
 from sharevault.crypto import Identity
+from sharevault.db import SealedRow
+from sharevault.messages import SINGLE_CONTENT_TYPE
 from sharevault.ops.dlq import DeadLetter, Selection
 from sharevault.ops.replay import ReplayRange
 from sharevault.ops.times import parse_time, to_micros
-from sharevault.schemas.message import SINGLE_CONTENT_TYPE
-from sharevault.store import SealedRow
-from sharevault.topology import QueueOptions, Topology, _bindings, _queue_arguments
 from sharevault.worker.inbox import DeliveryCounter, Inbox
 from sharevault.worker.retry import (
     ATTEMPTS,

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from sharevault.crypto import Identity
-from sharevault.schemas import ShareMessage, WebhookBackup
+from sharevault.messages import ShareMessage
+from sharevault.schemas import WebhookBackup
 from sharevault.schemas.common import MAX_SHARE_CHARS
 
 

@@ -28,7 +28,7 @@ from sharevault.metrics import (
     QUEUE_CONSUMERS,
     QUEUE_MESSAGES,
 )
-from sharevault.service.keys import BROKER
+from sharevault.service.appkeys import BROKER
 
 
 def route_label(request: web.Request) -> str:

@@ -21,9 +21,7 @@ from aio_pika.abc import (
 )
 from aio_pika.connection import make_url
 
-from sharevault.coalescing import Coalescer, Coalescing
-from sharevault.config import Settings
-from sharevault.consuming import (
+from sharevault.broker.consuming import (
     CLOSE_WAIT,
     CONNECT_ERRORS,
     Consuming,
@@ -31,35 +29,19 @@ from sharevault.consuming import (
     Deliveries,
     Lane,
     consume_lanes,
-    is_stale,
     read_queue,
 )
-from sharevault.metrics import DETOUR
-from sharevault.schemas import ShareMessage
-from sharevault.topology import (
+from sharevault.broker.topology import (
     BACKLOG_KEY,
-    QUORUM,
     SHARE_KEY,
     QueueOptions,
     Topology,
     declare_topology,
-    delete_topology,
 )
-
-__all__ = [
-    "QUORUM",
-    "SHARE_KEY",
-    "Broker",
-    "BrokerUnavailable",
-    "Consuming",
-    "Deliveries",
-    "Lane",
-    "QueueOptions",
-    "Topology",
-    "declare_topology",
-    "delete_topology",
-    "is_stale",
-]
+from sharevault.coalescing import Coalescer, Coalescing
+from sharevault.config import Settings
+from sharevault.messages import ShareMessage
+from sharevault.metrics import DETOUR
 
 log = logging.getLogger(__name__)
 

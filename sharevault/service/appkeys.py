@@ -7,11 +7,11 @@ from aiohttp import web
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
+from sharevault.db import Store
 from sharevault.portal import PortalClient
 from sharevault.service.client_auth import ClientAuthenticator
 from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
-from sharevault.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYRING = web.AppKey("keyring", Keyring)

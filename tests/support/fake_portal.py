@@ -1,6 +1,6 @@
 """A fake Portal API on a real socket: whoami, both reports, webhook registration, faults."""
 
-# Run it alone with `python -m sharevault.testing.fake_portal --port N`; `/_fake/*` drives it then.
+# Run it alone with `python -m tests.support.fake_portal --port N`; `/_fake/*` drives it then.
 
 from __future__ import annotations
 

@@ -8,14 +8,14 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from sharevault.crypto import Identity
+from sharevault.db import StoredShare
 from sharevault.schemas import UNKNOWN_METHOD, ClientBackup, ClientBackupAnswer, ClientBackupQuery
 from sharevault.schemas.common import ClientId
+from sharevault.service.appkeys import CLIENT_AUTH, KEYRING, SETTINGS, STORE
 from sharevault.service.bodies import describe_validation, json_answer, read_model
 from sharevault.service.errors import ApiError
 from sharevault.service.ingest import accept_share
-from sharevault.service.keys import CLIENT_AUTH, KEYRING, SETTINGS, STORE
 from sharevault.service.reading import open_stored
-from sharevault.store import StoredShare
 
 log = logging.getLogger(__name__)
 

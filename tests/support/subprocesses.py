@@ -39,7 +39,7 @@ class SharevaultProcess:
 
     def start(self) -> SharevaultProcess:
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 (our own command, no shell)
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sharevault", self.command],
                 env=self.env,
                 stdout=out,
