@@ -20,12 +20,14 @@ import click
 
 from bench import chart, report
 from bench.backlogs import raw_queue_baselines, raw_upsert, sharevault_drain
+from bench.curve import run_curve
 from bench.environment import REPO, BenchEnv, ensure_python_deps, ensure_wrk, log
+from bench.hopbudget import run_hop_budget
 from bench.measure import Ctx, disk_usage
 from bench.plan import PLANS, Plan
 from bench.procstat import Probe, cluster_cpu, find_by_comm, own_backends, postmaster_pid
-from bench.systems import run_bare, run_naive, run_sharevault
-from bench.workload import Request, make_shares, write_wrk_data
+from bench.systems import open_rate, run_bare, run_sharevault
+from bench.workload import WORKLOADS, Request, make_shares, make_workload_shares, write_wrk_data
 from bench.wrkdriver import have_wrk
 
 ROLES = ["sv", "naive", "raw"]
@@ -85,6 +87,17 @@ async def run(plan: Plan, outdir: Path, stamp: str, setup: bool) -> dict[str, An
                 wrk_data, shares, run_id=env.run_id, url_path="/webhook/backup", secret=env.secret
             )
             ctx = Ctx(plan, env, probe, logdir, outdir, stamp, shares, wrk_data)
+            for mode in WORKLOADS:
+                ctx.mode_shares[mode] = make_workload_shares(mode, 48)
+                ctx.mode_wrk_data[mode] = logdir / f"wrk-data-{mode}.lua"
+                write_wrk_data(
+                    ctx.mode_wrk_data[mode],
+                    ctx.mode_shares[mode],
+                    run_id=env.run_id,
+                    url_path="/webhook/backup",
+                    secret=env.secret,
+                    mode=mode,
+                )
             res: dict[str, Any] = {"meta": _meta(plan, stamp), "systems": {}, "backlog": {}}
             ctx.results = res
             sample = Request("cl" + "0" * 22, "GDRIVE-SECP256K1", "cm" + "0" * 22, "", True)
@@ -92,9 +105,20 @@ async def run(plan: Plan, outdir: Path, stamp: str, setup: bool) -> dict[str, An
             res["meta"]["share_body_bytes"] = {"min": min(bodies), "max": max(bodies)}
             systems = res["systems"]
             systems["bare"] = await run_bare(ctx)
-            systems["naive"] = await run_naive(ctx)
-            systems["sharevault"] = await run_sharevault(ctx)
-            systems["naive"]["open"] = await run_naive(ctx, open_only=True)
+            # Naive and sharevault end to end: the whole curve, both workloads, interleaved.
+            res["curve"] = curve = await run_curve(ctx)
+            fresh = curve["workloads"]["fresh"]
+            idle = curve["background_cpu_per_s"]
+            systems["naive"] = {
+                "background_cpu_per_s": idle,
+                "max": fresh["naive"],
+                "open": fresh["open"]["naive"],
+            }
+            ctx.open_rate = open_rate(ctx, fresh["naive"]["accepted_per_s"])
+            measured_sv = {"background_cpu_per_s": idle, "max": fresh["sharevault"]}
+            measured_sv["open"] = fresh["open"]["sharevault"]
+            systems["sharevault"] = await run_sharevault(ctx, measured_sv)
+            res["hop_budget"] = await run_hop_budget(ctx)
             res["backlog"]["sharevault"] = await sharevault_drain(
                 ctx, plan.backlog, plan.backlog_identities
             )

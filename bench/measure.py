@@ -55,11 +55,20 @@ class Ctx:
     open_rate: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
     workload_seq: int = 0
+    # The workload being driven (bench/workload.py: WORKLOADS), its shares and wrk data.
+    mode: str = "fresh"
+    mode_shares: dict[str, list[str]] = field(default_factory=dict)
+    mode_wrk_data: dict[str, Path] = field(default_factory=dict)
 
     def workload(self) -> Workload:
         self.workload_seq += 1
+        # Overwrite-heavy: the same identities for every run of the bench (as wrk's).
+        fresh = self.mode != "overwrite"
         return Workload(
-            f"{self.env.run_id}s{self.workload_seq}", self.shares, seed=self.workload_seq
+            f"{self.env.run_id}s{self.workload_seq}" if fresh else self.env.run_id,
+            self.mode_shares.get(self.mode, self.shares),
+            seed=self.workload_seq,
+            mode=self.mode,
         )
 
 
@@ -110,11 +119,12 @@ async def drive_max(
     """A closed-loop run at `connections` (default: the plan's fixed load): wrk with its Lua
     script, or the Python closed loop in smoke runs."""
     connections = connections or ctx.plan.connections
-    if ctx.plan.use_wrk and ctx.wrk_data is not None:
+    wrk_data = ctx.mode_wrk_data.get(ctx.mode, ctx.wrk_data)
+    if ctx.plan.use_wrk and wrk_data is not None:
         res: WrkResult = await asyncio.to_thread(
             run_wrk,
             base_url + "/webhook/backup",
-            ctx.wrk_data,
+            wrk_data,
             seconds=seconds,
             connections=connections,
         )
@@ -177,7 +187,7 @@ async def max_rate(
         if settle is not None:
             await settle()
         await asyncio.sleep(SETTLE_S)
-        point = await _max_point(ctx, base_url, components, idle, connections)
+        point = await max_point(ctx, base_url, components, idle, connections)
         lat = point["latency_ms"]
         log(
             f"  {connections} connections: {point['accepted_per_s']:,.0f}/s,"
@@ -187,6 +197,11 @@ async def max_rate(
             # Recorded, never chosen (`choose`): a rate that refuses requests is no maximum.
             log(f"  {connections} connections: failures {point.get('failures')}: not a candidate")
         points.append(point)
+    return chosen_max(points)
+
+
+def chosen_max(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """THE maximum of a sweep (`choose`), with every point kept under "sweep"."""
     best, rule = choose(points)
     return {
         **points[best],
@@ -195,7 +210,7 @@ async def max_rate(
     }
 
 
-async def _max_point(
+async def max_point(
     ctx: Ctx,
     base_url: str,
     components: list[str],

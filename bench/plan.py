@@ -13,6 +13,12 @@ class Plan:
     # and `measure.choose` picks the maximum among them. More connections is not always more:
     # the naive design's 16-connection pool degrades, sharevault's coalescing gets bigger batches.
     sweep: tuple[int, ...]
+    # The whole curve (bench/curve.py): naive and sharevault interleaved at each of these
+    # connection counts, on each workload; the maximum of each is chosen among its points.
+    curve: tuple[int, ...]
+    # The latency budget (bench/hopbudget.py): closed loop at these connection counts, hop_s each.
+    hop_connections: tuple[int, ...]
+    hop_s: float
     connections: int  # the one fixed closed-loop load outside the search (the py-spy profile)
     warmup_s: float  # once per system, at the sweep's first point
     max_s: float  # each point of the sweep
@@ -33,6 +39,9 @@ SMOKE = Plan(
     name="smoke",
     use_wrk=False,
     sweep=(8,),
+    curve=(8,),
+    hop_connections=(4,),
+    hop_s=1.0,
     connections=8,
     warmup_s=0.3,
     max_s=1.5,
@@ -51,6 +60,9 @@ DEFAULT = Plan(
     name="default",
     use_wrk=True,
     sweep=(64, 128, 256),
+    curve=(16, 32, 64, 128, 256),
+    hop_connections=(16, 64),
+    hop_s=10,
     connections=64,
     warmup_s=3,
     # 15 s per point (the single run before the sweep took 20 s): three points per system add
@@ -69,6 +81,8 @@ QUICK = replace(
     DEFAULT,
     name="quick",
     sweep=(64, 128),
+    curve=(16, 64, 256),
+    hop_s=5,
     warmup_s=1,
     max_s=6,
     open_s=6,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import curvereport
 from bench.measure import P99_BOUND_MS
 
 CORES = (8, 32, 128)
@@ -304,7 +305,8 @@ def _cpu_rows(res: dict[str, Any]) -> list[list[str]]:
 
 def render(res: dict[str, Any]) -> str:
     """The tables printed after a run (Markdown: the README shows them as they are)."""
-    lines = ["Maximum rate (" + _driver(res) + "):", ""]
+    lines = curvereport.render(res) + curvereport.render_hops(res)
+    lines += ["", "Maximum rate (" + _driver(res) + "):", ""]
     lines += _table(
         [
             "system",

@@ -81,16 +81,24 @@ async def _vacuum_when_due(store: Store) -> None:
         await asyncio.sleep(NAIVE_VACUUM_LOOK_S)
 
 
-def open_rate(ctx: Ctx, slower_max: float) -> float:
-    """The open loop's rate: a fraction of the slower design's maximum, both can sustain it."""
+def open_rate(ctx: Ctx, naive_max: float) -> float:
+    """The open loop's rate: a fraction (half) of the naive design's maximum, capped by what the
+    Python driver can send on two shared cores."""
     if ctx.plan.open_fraction <= 0:
         return ctx.plan.open_rate_cap
-    return round(min(ctx.plan.open_rate_cap, max(10.0, slower_max * ctx.plan.open_fraction)))
+    return round(min(ctx.plan.open_rate_cap, max(10.0, naive_max * ctx.plan.open_fraction)))
 
 
-async def run_sharevault(ctx: Ctx) -> dict[str, Any]:
-    """Gateway + worker end to end (read-your-writes on), then the gateway alone (storage down)."""
-    out: dict[str, Any] = {}
+async def run_sharevault(ctx: Ctx, measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Gateway + worker end to end (read-your-writes on), then the gateway alone (storage down).
+    With `measured` (the curve's maximum and open loop), only the profile and the soak run."""
+    if measured is not None:
+        out = dict(measured)
+        if ctx.plan.profile_s > 0 or ctx.plan.soak_s > 0:
+            out.update(await _extras(ctx, out["max"]))
+        out["accept_only"] = await run_accept_only(ctx)
+        return out
+    out = {}
     gw = gateway(ctx, "gateway-e2e", commit_wait=5.0).start()
     wk = worker(ctx, "worker-e2e").start()
     try:
@@ -104,10 +112,9 @@ async def run_sharevault(ctx: Ctx) -> dict[str, Any]:
             gw.url,
             SHAREVAULT_PARTS,
             out["background_cpu_per_s"],
-            settle=lambda: _drained(ctx),
+            settle=lambda: drained(ctx),
         )
-        naive_max = ctx.results["systems"]["naive"]["max"]["accepted_per_s"]
-        ctx.open_rate = open_rate(ctx, min(naive_max, out["max"]["accepted_per_s"]))
+        ctx.open_rate = open_rate(ctx, ctx.results["systems"]["naive"]["max"]["accepted_per_s"])
         log(f"sharevault end to end: open loop at {ctx.open_rate:.0f}/s")
         out["open"] = await open_loop(ctx, gw.url, SHAREVAULT_PARTS, ctx.env.dsn("sv"))
         if ctx.plan.profile_s > 0:
@@ -123,8 +130,34 @@ async def run_sharevault(ctx: Ctx) -> dict[str, Any]:
     finally:
         ctx.probe.forget("gateway")
         await gw.stop()
-        await _drain_and_stop(ctx, wk)
+        await drain_and_stop(ctx, wk)
     out["accept_only"] = await run_accept_only(ctx)
+    return out
+
+
+async def _extras(ctx: Ctx, maximum: dict[str, Any]) -> dict[str, Any]:
+    """The py-spy profile and the gateway soak, on a gateway and worker of their own."""
+    out: dict[str, Any] = {}
+    gw = gateway(ctx, "gateway-extras", commit_wait=5.0).start()
+    wk = worker(ctx, "worker-extras").start()
+    try:
+        await gw.wait_ready()
+        ctx.probe.follow_pid("gateway", gw.pid)
+        ctx.probe.follow_pid("worker", wk.pid)
+        if ctx.plan.profile_s > 0:
+            log("sharevault end to end: py-spy profile (not a measurement)")
+            out["profile"] = await profile_under_load(
+                ctx, gw.url, {"gateway": gw.pid, "worker": wk.pid}, maximum["cpu_s_per_1000"]
+            )
+        if ctx.plan.soak_s > 0:
+            log(f"sharevault gateway soak: {ctx.plan.soak_s:.0f} s open loop")
+            out["soak"] = await soak(ctx, gw)
+        wk.check_alive()
+        gw.check_alive()
+    finally:
+        ctx.probe.forget("gateway")
+        await gw.stop()
+        await drain_and_stop(ctx, wk)
     return out
 
 
@@ -139,7 +172,7 @@ async def _wait_drained(ctx: Ctx, timeout: float = 60.0) -> int:
     return left
 
 
-async def _drained(ctx: Ctx) -> None:
+async def drained(ctx: Ctx) -> None:
     """Before each maximum-rate point end to end: the worker has taken everything the previous
     point (or the warm-up) left, so the point does not start on a backlog."""
     left = await _wait_drained(ctx)
@@ -147,7 +180,7 @@ async def _drained(ctx: Ctx) -> None:
         raise RuntimeError(f"{left} messages still queued 60 s after a maximum-rate point")
 
 
-async def _drain_and_stop(ctx: Ctx, wk: Service) -> None:
+async def drain_and_stop(ctx: Ctx, wk: Service) -> None:
     # Stop only once the queue is empty: what the gateway accepted gets stored.
     await _wait_drained(ctx)
     ctx.probe.forget("worker")

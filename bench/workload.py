@@ -1,7 +1,10 @@
-"""What Portal sends: 6-9 KB share strings, many clients, some overwrites of a recent identity."""
+"""What Portal sends, as two workloads: "fresh" (6-9 KB share strings, a new client per request,
+some overwrites of a recent identity) and "overwrite" (10,000 identities rewritten round-robin,
+8 KB incompressible shares as JSON.stringified objects: a string full of escaped quotes)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import string
@@ -17,6 +20,9 @@ METHODS = (
 )
 MIN_BODY, MAX_BODY = 6_000, 9_000
 OVERWRITE_RATIO = 0.1
+WORKLOADS = ("fresh", "overwrite")
+OVERWRITE_IDENTITIES = 10_000
+OVERWRITE_SHARE_BYTES = 8_000
 _CUID = string.ascii_lowercase + string.digits
 
 
@@ -62,6 +68,23 @@ def make_shares(count: int, seed: int = 7) -> list[str]:
     return [make_share(rng, rng.randint(MIN_BODY, MAX_BODY - 300)) for _ in range(count)]
 
 
+def make_incompressible_share(rng: random.Random, target: int) -> str:
+    """JSON.stringify of an object of random base64 fields: ~`target` characters, no
+    redundancy for a compressor, four quotes per field for the JSON body to escape."""
+    doc: dict[str, str] = {"backupSharePairId": _cuid(rng, "cm"), "clientId": _cuid(rng, "cl")}
+    while len(json.dumps(doc, separators=(",", ":"))) < target - 80:
+        doc[f"k{len(doc)}"] = base64.b64encode(rng.randbytes(48)).decode()
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def make_workload_shares(mode: str, count: int, seed: int = 7) -> list[str]:
+    """The share strings a workload sends (chosen at random per request)."""
+    if mode == "overwrite":
+        rng = random.Random(seed)
+        return [make_incompressible_share(rng, OVERWRITE_SHARE_BYTES) for _ in range(count)]
+    return make_shares(count, seed)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     client_id: str
@@ -82,17 +105,28 @@ class Request:
 
 
 class Workload:
-    """Fresh identities, and with probability OVERWRITE_RATIO a new share for a recent one."""
+    """Fresh identities, and with probability OVERWRITE_RATIO a new share for a recent one; or
+    (mode "overwrite") OVERWRITE_IDENTITIES identities rewritten round-robin."""
 
-    def __init__(self, run_id: str, shares: list[str], seed: int = 11) -> None:
+    def __init__(self, run_id: str, shares: list[str], seed: int = 11, mode: str = "fresh") -> None:
         self.run_id = run_id
         self.shares = shares
         self.rng = random.Random(seed)
         self.counter = 0
         self.recent: list[tuple[str, str, str]] = []
+        self.mode = mode
 
     def next(self, busy: set[str] | None = None) -> Request:
         share = self.rng.choice(self.shares)
+        if self.mode == "overwrite":
+            # `fresh`: the row's commit time is this request's (the last write of the identity).
+            for _ in range(OVERWRITE_IDENTITIES):
+                self.counter += 1
+                client = f"cl{self.run_id}o{self.counter % OVERWRITE_IDENTITIES:05d}"
+                if busy is None or client not in busy:
+                    break
+            method = METHODS[ord(client[-1]) % len(METHODS)]  # as wrk_backup.lua picks it
+            return Request(client, method, "cp" + client, share, fresh=True)
         if self.recent and self.rng.random() < OVERWRITE_RATIO:
             client, method, pair = self.rng.choice(self.recent)
             if busy is None or client not in busy:
@@ -108,13 +142,21 @@ class Workload:
 
 
 def write_wrk_data(
-    path: Path, shares: list[str], *, run_id: str, url_path: str, secret: str
+    path: Path,
+    shares: list[str],
+    *,
+    run_id: str,
+    url_path: str,
+    secret: str,
+    mode: str = "fresh",
 ) -> None:
     """The Lua table the wrk script loads: shares pre-escaped, so a request is string joins."""
     lines = [
         "return {",
         f"  run = {json.dumps(run_id)},",
         f"  path = {json.dumps(url_path)},",
+        f"  mode = {json.dumps(mode)},",
+        f"  identities = {OVERWRITE_IDENTITIES},",
         f"  overwrite = {OVERWRITE_RATIO},",
         "  headers = { ['Content-Type'] = 'application/json',"
         f" ['X-Webhook-Secret'] = {json.dumps(secret)} }},",

@@ -1,4 +1,5 @@
--- Portal-like POST {root}/backup for wrk: fresh identities, some overwrites, 6-9 KB shares.
+-- Portal-like POST {root}/backup for wrk: fresh identities, some overwrites, 6-9 KB shares; or
+-- (mode "overwrite") a fixed set of identities rewritten round-robin.
 -- BENCH_WRK_DATA names the Lua file (written by bench/workload.py) holding shares and headers.
 local data = dofile(os.getenv("BENCH_WRK_DATA"))
 local threads = {}
@@ -18,7 +19,10 @@ end
 function request()
   counter = counter + 1
   local client
-  if recent_n > 0 and math.random() < data.overwrite then
+  if data.mode == "overwrite" then
+    -- Identities rewritten round-robin; two threads (wrk -t2) take the odd and the even ones.
+    client = string.format("cl%so%05d", data.run, (counter * 2 + tid) % data.identities)
+  elseif recent_n > 0 and math.random() < data.overwrite then
     client = recent[math.random(recent_n)]
   else
     client = string.format("cl%sw%dn%09d", data.run, tid, counter)

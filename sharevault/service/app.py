@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from sharevault import memory
+from sharevault import hops, memory
 from sharevault.background import running
 from sharevault.broker import Broker
 from sharevault.config import Settings
@@ -76,7 +76,8 @@ def create_app(settings: Settings) -> web.Application:
     """Routes, middleware and resource contexts; nothing connects until the app starts."""
     app = web.Application(
         # Request id, JSON errors and metrics in one layer; JSON errors count with their status.
-        middlewares=[gateway_middleware],
+        # The hop trace (bench only) sits outside, so that its stamps bracket the request.
+        middlewares=[hops.middleware, gateway_middleware] if hops.ON else [gateway_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

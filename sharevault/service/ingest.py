@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import Counter
 from pydantic import SecretStr
 
-from sharevault import otel
+from sharevault import hops, otel
 from sharevault.broker import BrokerUnavailable
 from sharevault.crypto import Identity
 from sharevault.messages import ShareMessage, bearer_identity
@@ -47,6 +47,8 @@ async def accept_share(
 ) -> Accepted:
     """Seal the share, publish it with confirm, and wait (bounded) for the worker's commit."""
     # With `report_api` and `bearer`, the worker tells Portal once the share is stored.
+    if hops.ON:
+        hops.mark()
     app = request.app
     settings, waiter, keyring = app[SETTINGS], app[WAITER], app[KEYRING]
     sealed_bearer = None
@@ -79,13 +81,19 @@ async def accept_share(
                     bearer_sealed=sealed_bearer,
                     context=otel.inject(context) if traced else context,
                 )
+                if hops.ON:
+                    hops.mark()
                 await app[BROKER].publish(message, timeout=settings.publish_timeout)
         except BrokerUnavailable:
             PUBLISH_FAILURES.inc()
             raise
         confirmed = time.perf_counter()
         PUBLISH_SECONDS.observe(confirmed - started)
+        if hops.ON:
+            hops.mark()
         committed = settings.commit_wait > 0 and await waiter.wait(message_id, settings.commit_wait)
+        if hops.ON:
+            hops.mark(message_id)
     finally:
         waiter.forget(message_id)
     if settings.commit_wait > 0:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from sharevault import otel
+from sharevault import hops, otel
 from sharevault.broker import Broker, BrokerUnavailable, Consuming, Lane, is_stale
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
@@ -100,6 +100,8 @@ class ShareWorker:
     def _received(self, delivery: AbstractIncomingMessage) -> None:
         # A message returned to the live queue may expire into the backlog on its way back:
         # then only our own count of its id shows it is a second delivery.
+        if hops.ON:
+            hops.delivered(delivery)
         seen = self._deliveries.count(delivery.message_id)
         if delivery.redelivered or seen > 1:
             self.redelivered += 1
@@ -263,6 +265,8 @@ class ShareWorker:
     def _stored(self, parts: list[Part], applied: set[str], started: float) -> None:
         """The shares are committed (their deliveries are acked after): count and log them."""
         WORKER_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        if hops.ON:
+            hops.stored(((p.share.row.message_id, p.unit.delivery) for p in parts), started)
         WORKER_BATCH_SIZE.observe(len(parts))
         self.acked += len(parts)
         self.applied += len(applied)

@@ -24,7 +24,7 @@ def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=420,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -53,12 +53,12 @@ def test_every_system_accepted_shares(smoke_result: dict[str, Any]) -> None:
 
 def test_each_maximum_is_a_chosen_point_of_its_sweep(smoke_result: dict[str, Any]) -> None:
     systems = smoke_result["systems"]
-    planned = smoke_result["meta"]["plan_settings"]["sweep"]
-    for run in (
-        systems["bare"]["max"],
-        systems["naive"]["max"],
-        systems["sharevault"]["max"],
-        systems["sharevault"]["accept_only"]["max"],
+    plan = smoke_result["meta"]["plan_settings"]
+    for run, planned in (
+        (systems["bare"]["max"], plan["sweep"]),
+        (systems["naive"]["max"], plan["curve"]),
+        (systems["sharevault"]["max"], plan["curve"]),
+        (systems["sharevault"]["accept_only"]["max"], plan["sweep"]),
     ):
         assert [p["connections"] for p in run["sweep"]] == planned
         assert all(p["failed"] == 0 and p["cpu_s_per_1000_total"] for p in run["sweep"])
@@ -98,3 +98,32 @@ def test_report_has_targets_capacity_and_table(smoke_result: dict[str, Any]) -> 
     assert set(model) == {"8", "32", "128"}
     assert model["8"]["bottleneck"] in {"gateway", "worker", "rabbitmq", "postgres"}
     assert "| (b) naive direct write |" in smoke_result["_stdout"]
+
+
+def test_the_curve_compares_both_designs_on_both_workloads(smoke_result: dict[str, Any]) -> None:
+    workloads = smoke_result["curve"]["workloads"]
+    assert set(workloads) == {"fresh", "overwrite"}
+    planned = smoke_result["meta"]["plan_settings"]["curve"]
+    for mode, w in workloads.items():
+        assert [r["connections"] for r in w["points"]] == planned, mode
+        for row in w["points"]:
+            assert row["sharevault"]["shares_per_s"] > 0 and row["naive"]["shares_per_s"] > 0
+            assert row["x_rate"] and row["x_p99"] and row["x_cpu"]
+            assert row["sharevault"]["cpu_ms_per_share_by_part"]["gateway"] > 0
+        assert set(w["worst"]) == {"x_rate", "x_p99", "x_cpu"}
+        assert [t["holds"] in (True, False) for t in w["open_targets"]] == [True, True]
+        assert w["open"]["sharevault"]["read_your_writes"]["failed"] == 0
+    assert "The whole curve, overwrite-heavy" in smoke_result["_stdout"]
+    assert "Worst ratio: shares/s" in smoke_result["_stdout"]
+
+
+def test_the_latency_budget_has_every_hop(smoke_result: dict[str, Any]) -> None:
+    budget = smoke_result["hop_budget"]
+    assert budget["runs"]
+    for run in budget["runs"]:
+        assert run["requests"] > 0, run
+        assert set(run["hop_ms"]) == set(budget["hops"])
+        assert run["hop_ms"]["publish + confirm"]["p50"] > 0
+        assert run["hop_ms"]["batch commit"]["p50"] > 0
+        assert run["server_ms"]["p50"] > 0
+    assert "| commit notification |" in smoke_result["_stdout"]
