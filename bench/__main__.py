@@ -18,10 +18,17 @@ from typing import Any
 
 import click
 
-from bench import chart, report
+from bench import chart, curvechart, report
 from bench.backlogs import raw_queue_baselines, raw_upsert, sharevault_drain
 from bench.curve import run_curve
-from bench.environment import REPO, BenchEnv, ensure_python_deps, ensure_wrk, log
+from bench.environment import (
+    REPO,
+    BenchEnv,
+    ensure_python_deps,
+    ensure_wrk,
+    log,
+    setting_overrides,
+)
 from bench.hopbudget import run_hop_budget
 from bench.measure import Ctx, disk_usage
 from bench.plan import PLANS, Plan
@@ -31,6 +38,8 @@ from bench.workload import WORKLOADS, Request, make_shares, make_workload_shares
 from bench.wrkdriver import have_wrk
 
 ROLES = ["sv", "naive", "raw"]
+# What `--only` may name: the phases of a run (all of them without it).
+PHASES = ("bare", "curve", "hops", "accept", "drains")
 
 
 def _meta(plan: Plan, stamp: str) -> dict[str, Any]:
@@ -47,6 +56,7 @@ def _meta(plan: Plan, stamp: str) -> dict[str, Any]:
         "commit": git("rev-parse", "--short", "HEAD"),
         "tree_dirty": bool(git("status", "--porcelain", "--", "sharevault")),
         "loadavg_start": os.getloadavg(),
+        "setting_overrides": setting_overrides(),
     }
 
 
@@ -66,8 +76,14 @@ def _probe(env: BenchEnv) -> Probe:
     return probe
 
 
-async def run(plan: Plan, outdir: Path, stamp: str, setup: bool) -> dict[str, Any]:
+async def run(
+    plan: Plan, outdir: Path, stamp: str, setup: bool, only: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     started = time.monotonic()
+
+    def wanted(phase: str) -> bool:
+        return not only or phase in only
+
     if setup:
         ensure_python_deps()
     if plan.use_wrk and not (ensure_wrk() if setup else have_wrk()):
@@ -87,47 +103,21 @@ async def run(plan: Plan, outdir: Path, stamp: str, setup: bool) -> dict[str, An
                 wrk_data, shares, run_id=env.run_id, url_path="/webhook/backup", secret=env.secret
             )
             ctx = Ctx(plan, env, probe, logdir, outdir, stamp, shares, wrk_data)
-            for mode in WORKLOADS:
-                ctx.mode_shares[mode] = make_workload_shares(mode, 48)
-                ctx.mode_wrk_data[mode] = logdir / f"wrk-data-{mode}.lua"
-                write_wrk_data(
-                    ctx.mode_wrk_data[mode],
-                    ctx.mode_shares[mode],
-                    run_id=env.run_id,
-                    url_path="/webhook/backup",
-                    secret=env.secret,
-                    mode=mode,
-                )
+            _workloads(ctx, logdir)
             res: dict[str, Any] = {"meta": _meta(plan, stamp), "systems": {}, "backlog": {}}
             ctx.results = res
             sample = Request("cl" + "0" * 22, "GDRIVE-SECP256K1", "cm" + "0" * 22, "", True)
             bodies = [len(replace(sample, share=share).body()) for share in shares]
             res["meta"]["share_body_bytes"] = {"min": min(bodies), "max": max(bodies)}
             systems = res["systems"]
-            systems["bare"] = await run_bare(ctx)
-            # Naive and sharevault end to end: the whole curve, both workloads, interleaved.
-            res["curve"] = curve = await run_curve(ctx)
-            fresh = curve["workloads"]["fresh"]
-            idle = curve["background_cpu_per_s"]
-            systems["naive"] = {
-                "background_cpu_per_s": idle,
-                "max": fresh["naive"],
-                "open": fresh["open"]["naive"],
-            }
-            ctx.open_rate = open_rate(ctx, fresh["naive"]["accepted_per_s"])
-            measured_sv = {"background_cpu_per_s": idle, "max": fresh["sharevault"]}
-            measured_sv["open"] = fresh["open"]["sharevault"]
-            systems["sharevault"] = await run_sharevault(ctx, measured_sv)
-            res["hop_budget"] = await run_hop_budget(ctx)
-            res["backlog"]["sharevault"] = await sharevault_drain(
-                ctx, plan.backlog, plan.backlog_identities
-            )
-            systems["raw"] = await raw_queue_baselines(ctx, plan.backlog, plan.backlog_identities)
-            systems["raw_upsert"] = await raw_upsert(ctx)
-            if plan.big_backlog:
-                res["backlog"]["sharevault_big"] = await sharevault_drain(
-                    ctx, plan.big_backlog, plan.big_backlog // 10
-                )
+            if wanted("bare"):
+                systems["bare"] = await run_bare(ctx)
+            if wanted("curve"):
+                await _curve(ctx, res, accept=wanted("accept"))
+            if wanted("hops"):
+                res["hop_budget"] = await run_hop_budget(ctx)
+            if wanted("drains"):
+                await _drains(ctx, res)
             res["disk"] = {role: await disk_usage(env.dsn(role)) for role in ROLES}
         except BaseException:
             keep = outdir / f"{stamp}-logs"
@@ -145,6 +135,56 @@ async def run(plan: Plan, outdir: Path, stamp: str, setup: bool) -> dict[str, An
     return res
 
 
+def _workloads(ctx: Ctx, logdir: Path) -> None:
+    """The shares and wrk data of each workload of the curve."""
+    for mode in WORKLOADS:
+        ctx.mode_shares[mode] = make_workload_shares(mode, 48)
+        ctx.mode_wrk_data[mode] = logdir / f"wrk-data-{mode}.lua"
+        write_wrk_data(
+            ctx.mode_wrk_data[mode],
+            ctx.mode_shares[mode],
+            run_id=ctx.env.run_id,
+            url_path="/webhook/backup",
+            secret=ctx.env.secret,
+            mode=mode,
+        )
+
+
+async def _curve(ctx: Ctx, res: dict[str, Any], *, accept: bool) -> None:
+    """Naive and sharevault end to end: the whole curve, both workloads, interleaved; the fresh
+    workload's points give both designs' maximum and open loop as the other tables show them;
+    then (`accept`) sharevault's profile, soak and storage-down runs."""
+    res["curve"] = curve = await run_curve(ctx)
+    fresh, systems = curve["workloads"]["fresh"], res["systems"]
+    idle = curve["background_cpu_per_s"]
+    systems["naive"] = {
+        "background_cpu_per_s": idle,
+        "max": fresh["naive"],
+        "open": fresh["open"]["naive"],
+    }
+    ctx.open_rate = open_rate(ctx, fresh["naive"]["accepted_per_s"])
+    sv = {
+        "background_cpu_per_s": idle,
+        "max": fresh["sharevault"],
+        "open": fresh["open"]["sharevault"],
+    }
+    systems["sharevault"] = await run_sharevault(ctx, sv) if accept else sv
+
+
+async def _drains(ctx: Ctx, res: dict[str, Any]) -> None:
+    """The backlog drains (sharevault's, the raw queue baselines, the 1M one with --full)."""
+    plan, systems = ctx.plan, res["systems"]
+    res["backlog"]["sharevault"] = await sharevault_drain(
+        ctx, plan.backlog, plan.backlog_identities
+    )
+    systems["raw"] = await raw_queue_baselines(ctx, plan.backlog, plan.backlog_identities)
+    systems["raw_upsert"] = await raw_upsert(ctx)
+    if plan.big_backlog:
+        res["backlog"]["sharevault_big"] = await sharevault_drain(
+            ctx, plan.big_backlog, plan.big_backlog // 10
+        )
+
+
 @click.group()
 def main() -> None:
     """sharevault benchmark harness."""
@@ -156,14 +196,26 @@ def main() -> None:
 @click.option("--full", "form", flag_value="full", help="Adds the 1M drain and a 10-minute soak.")
 @click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results")
 @click.option("--no-setup", is_flag=True, help="Do not install wrk or the bench extra.")
-def run_command(form: str | None, out: Path, no_setup: bool) -> None:
+@click.option(
+    "--only",
+    default="",
+    metavar="PHASES",
+    help=f"Comma-separated phases to run (of {', '.join(PHASES)}); default: all.",
+)
+def run_command(form: str | None, out: Path, no_setup: bool, only: str) -> None:
     """Run every system and baseline; write <date>.json, .png and .md to --out."""
     plan = PLANS[form or "default"]
+    phases = frozenset(p for p in only.split(",") if p)
+    if phases - set(PHASES):
+        raise click.BadParameter(f"unknown phase(s): {', '.join(sorted(phases - set(PHASES)))}")
     stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M%S") + ("" if form is None else f"-{form}")
-    res = asyncio.run(run(plan, out, stamp, setup=not no_setup and plan.name != "smoke"))
+    setup = not no_setup and plan.name != "smoke"
+    res = asyncio.run(run(plan, out, stamp, setup, phases))
+    res["meta"]["only"] = sorted(phases)
     table = report.render(res)
     (out / f"{stamp}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     (out / f"{stamp}.md").write_text(table + "\n")
+    curvechart.draw(res, out / f"{stamp}-curve.png")
     drawn = chart.draw(res, out / f"{stamp}.png")
     click.echo(table)
     click.echo(f"\nresults: {out / stamp}.json" + (f", chart {out / stamp}.png" if drawn else ""))

@@ -23,6 +23,16 @@ PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/post
 AMQP_URL = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 
 
+def setting_overrides() -> dict[str, str]:
+    """BENCH_SV_<NAME>=value runs sharevault with SHAREVAULT_<NAME>=value (A/B runs of a setting;
+    the bench otherwise runs sharevault with its default settings)."""
+    return {
+        "SHAREVAULT_" + k.removeprefix("BENCH_SV_"): v
+        for k, v in os.environ.items()
+        if k.startswith("BENCH_SV_")
+    }
+
+
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -116,7 +126,7 @@ class BenchEnv:
             "SHAREVAULT_PORTAL_API_URL": "http://127.0.0.1:9",
         }
         values.update({f"SHAREVAULT_{k.upper()}": v for k, v in extra.items()})
-        return {**base, **values}
+        return {**base, **values, **setting_overrides()}
 
     def baseline_env(self, role: str) -> dict[str, str]:
         return {

@@ -10,14 +10,14 @@ from bench.stack import Service, free_port, python
 
 def gateway(ctx: Ctx, name: str, commit_wait: float, processes: int | None = None) -> Service:
     """`python -m sharevault serve` on a free port, as deployed (default logging), as
-    SHAREVAULT_HTTP_PROCESSES = `processes` (default: BENCH_GATEWAY_PROCESSES, else 1) processes;
-    the probe follows the supervising process with its children."""
-    if processes is None:
-        processes = int(os.environ.get("BENCH_GATEWAY_PROCESSES", "1"))
-    port = free_port()
-    env = ctx.env.sharevault_env(
-        "sv", http_port=str(port), commit_wait=str(commit_wait), http_processes=str(processes)
-    )
+    SHAREVAULT_HTTP_PROCESSES = `processes` (default: BENCH_GATEWAY_PROCESSES, else the
+    setting's default) processes; the probe follows the supervising process with its children."""
+    extra = {"http_port": str(port := free_port()), "commit_wait": str(commit_wait)}
+    if processes is None and os.environ.get("BENCH_GATEWAY_PROCESSES"):
+        processes = int(os.environ["BENCH_GATEWAY_PROCESSES"])
+    if processes is not None:
+        extra["http_processes"] = str(processes)
+    env = ctx.env.sharevault_env("sv", **extra)
     return Service(name, python("-m", "sharevault", "serve"), env, ctx.logdir, port)
 
 
