@@ -28,6 +28,7 @@ from bench.environment import (
     ensure_wrk,
     log,
     setting_overrides,
+    variant_overrides,
 )
 from bench.hopbudget import run_hop_budget
 from bench.measure import Ctx, disk_usage
@@ -37,7 +38,7 @@ from bench.systems import open_rate, run_bare, run_sharevault
 from bench.workload import WORKLOADS, Request, make_shares, make_workload_shares, write_wrk_data
 from bench.wrkdriver import have_wrk
 
-ROLES = ["sv", "naive", "raw"]
+ROLES = ["sv", "naive", "raw", *(["svb"] if variant_overrides() else [])]
 # What `--only` may name: the phases of a run (all of them without it).
 PHASES = ("bare", "curve", "hops", "accept", "drains")
 
@@ -57,6 +58,7 @@ def _meta(plan: Plan, stamp: str) -> dict[str, Any]:
         "tree_dirty": bool(git("status", "--porcelain", "--", "sharevault")),
         "loadavg_start": os.getloadavg(),
         "setting_overrides": setting_overrides(),
+        "variant_b": variant_overrides(),
     }
 
 
@@ -103,6 +105,7 @@ async def run(
                 wrk_data, shares, run_id=env.run_id, url_path="/webhook/backup", secret=env.secret
             )
             ctx = Ctx(plan, env, probe, logdir, outdir, stamp, shares, wrk_data)
+            ctx.env_roles = ROLES
             _workloads(ctx, logdir)
             res: dict[str, Any] = {"meta": _meta(plan, stamp), "systems": {}, "backlog": {}}
             ctx.results = res

@@ -97,7 +97,8 @@ def _rss(ax: Any, res: dict[str, Any]) -> None:
     ax.set_ylabel("RSS MB")
     ax.set_ylim(bottom=0)
     ax.set_title("Memory while draining")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing drained with --only
+        ax.legend()
 
 
 def _sweep(ax_rate: Any, ax_p99: Any, res: dict[str, Any]) -> None:

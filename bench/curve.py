@@ -24,51 +24,70 @@ from bench.workload import WORKLOADS
 OPEN_P50_SLACK_MS = 3.0  # the open loop's target: p50 <= naive p50 + this, p99 <= naive p99
 
 
+# A/B variant (BENCH_AB_*): its processes as the probe names them, and as its points report them.
+B_PARTS = ["gateway_b", "worker_b", "rabbitmq", "postgres"]
+B_NAMES = {"gateway_b": "gateway", "worker_b": "worker"}
+# A system of the curve: its URL, the processes its CPU is counted from, its database role.
+Target = tuple[str, list[str], str | None]
+
+
 async def run_curve(ctx: Ctx) -> dict[str, Any]:
-    """Both designs up at once (own databases), measured point by point on every workload."""
+    """Both designs up at once (own databases), measured point by point on every workload; with
+    BENCH_AB_* also sharevault B (own database and queues), the A/B variant."""
     app = baseline_server(ctx, "naive").start()
-    gw = gateway(ctx, "gateway-curve", commit_wait=5.0).start()
-    wk = worker(ctx, "worker-curve").start()
+    stacks = [("sv", "", "sharevault")] + ([("svb", "_b", "sharevault_b")] if _ab(ctx) else [])
+    services: list[tuple[str, Service, Service]] = []
+    for role, suffix, _name in stacks:
+        gw = gateway(ctx, f"gateway-curve{suffix}", commit_wait=5.0, role=role).start()
+        services.append((role, gw, worker(ctx, f"worker-curve{suffix}", role=role).start()))
     try:
         await app.wait_ready()
-        await gw.wait_ready()
         ctx.probe.follow_pid("app", app.pid)
-        ctx.probe.follow_pid("gateway", gw.pid)
-        ctx.probe.follow_pid("worker", wk.pid)
+        targets: dict[str, tuple[str, list[str], str | None]] = {
+            "naive": (app.url, NAIVE_PARTS, None)
+        }
+        for (role, suffix, name), (_r, gw, wk) in zip(stacks, services, strict=True):
+            await gw.wait_ready()
+            ctx.probe.follow_pid(f"gateway{suffix}", gw.pid)
+            ctx.probe.follow_pid(f"worker{suffix}", wk.pid)
+            targets[name] = (gw.url, B_PARTS if suffix else SHAREVAULT_PARTS, role)
         async with vacuumed(ctx.env.dsn("naive")):
             out: dict[str, Any] = {"background_cpu_per_s": await background(ctx), "workloads": {}}
             for mode in WORKLOADS:
                 ctx.mode = mode
                 log(f"curve, {mode} workload")
-                out["workloads"][mode] = await _workload(ctx, app, gw, out["background_cpu_per_s"])
-        for service in (app, gw, wk):
-            service.check_alive()
+                out["workloads"][mode] = await _workload(ctx, targets, out["background_cpu_per_s"])
+        app.check_alive()
+        for _role, gw, wk in services:
+            gw.check_alive()
+            wk.check_alive()
         return out
     finally:
         ctx.mode = "fresh"
         ctx.probe.forget("app")
-        ctx.probe.forget("gateway")
         await app.stop()
-        await gw.stop()
-        await drain_and_stop(ctx, wk)
+        for (role, suffix, _name), (_r, gw, wk) in zip(stacks, services, strict=True):
+            ctx.probe.forget(f"gateway{suffix}")
+            await gw.stop()
+            await drain_and_stop(ctx, wk, role=role, name=f"worker{suffix}")
 
 
-async def _workload(ctx: Ctx, app: Service, gw: Service, idle: dict[str, float]) -> dict[str, Any]:
-    targets = {
-        "naive": (app.url, NAIVE_PARTS),
-        "sharevault": (gw.url, SHAREVAULT_PARTS),
-    }
-    for url, _parts in targets.values():
+def _ab(ctx: Ctx) -> bool:
+    return "svb" in ctx.env_roles
+
+
+async def _workload(ctx: Ctx, targets: dict[str, Target], idle: dict[str, float]) -> dict[str, Any]:
+    for url, _parts, _role in targets.values():
         await drive_max(ctx, url, ctx.plan.warmup_s, ctx.plan.curve[0])
     points: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
     for i, connections in enumerate(ctx.plan.curve):
         order = list(targets) if i % 2 == 0 else list(reversed(targets))
         for name in order:
-            url, parts = targets[name]
-            if name == "sharevault":
-                await drained(ctx)  # no backlog of the warm-up or of the previous point
+            url, parts, role = targets[name]
+            if role is not None:
+                await drained(ctx, role)  # no backlog of the warm-up or of the previous point
             await asyncio.sleep(SETTLE_S)
-            point = await max_point(ctx, url, parts, idle, connections)
+            point = _renamed(await max_point(ctx, url, parts, idle, connections))
             lat = point["latency_ms"]
             log(
                 f"  {name} {connections} connections: {point['accepted_per_s']:,.0f}/s,"
@@ -79,21 +98,30 @@ async def _workload(ctx: Ctx, app: Service, gw: Service, idle: dict[str, float])
     out: dict[str, Any] = {name: chosen_max(pts) for name, pts in points.items()}
     rate = open_rate(ctx, out["naive"]["accepted_per_s"])
     opened = {}
-    for name in targets:
-        url, parts = targets[name]
-        if name == "sharevault":
-            await drained(ctx)
+    for name, (url, parts, role) in targets.items():
+        if role is not None:
+            await drained(ctx, role)
         log(f"  {name}: open loop at {rate:.0f}/s")
-        opened[name] = await open_loop(ctx, url, parts, ctx.env.dsn(_role(name)), rate=rate)
+        dsn = ctx.env.dsn(role or "naive")
+        opened[name] = _renamed(await open_loop(ctx, url, parts, dsn, rate=rate))
     out["open"] = opened
     out["points"] = compare(points["sharevault"], points["naive"])
     out["worst"] = worst(out["points"])
     out["open_targets"] = open_targets(opened["sharevault"], opened["naive"])
+    if "sharevault_b" in points:
+        out["b_points"] = compare(points["sharevault_b"], points["naive"])
+        out["b_worst"] = worst(out["b_points"])
+        out["b_open_targets"] = open_targets(opened["sharevault_b"], opened["naive"])
+        out["b_vs_a"] = compare(points["sharevault_b"], points["sharevault"])
     return out
 
 
-def _role(name: str) -> str:
-    return "sv" if name == "sharevault" else "naive"
+def _renamed(point: dict[str, Any]) -> dict[str, Any]:
+    """Variant B's processes under the names sharevault's have (gateway, worker)."""
+    for key in ("cpu_s", "cpu_s_per_1000", "peak_rss_mb"):
+        if isinstance(point.get(key), dict):
+            point[key] = {B_NAMES.get(k, k): v for k, v in point[key].items()}
+    return point
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

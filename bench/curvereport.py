@@ -87,6 +87,48 @@ def render(res: dict[str, Any]) -> list[str]:
             ["target", "measured", "result"],
             [[t["target"], t["measured"], MARKS[t["holds"]]] for t in targets],
         )
+        if w.get("b_vs_a"):
+            lines += _variant(res, w)
+    return lines
+
+
+def _variant(res: dict[str, Any], w: dict[str, Any]) -> list[str]:
+    """Sharevault B (BENCH_AB_*) against the default sharevault, point by point, same run."""
+    settings = ", ".join(f"{k}={v}" for k, v in res["meta"].get("variant_b", {}).items())
+    body = []
+    for r, b in zip(w["b_vs_a"], w["b_points"], strict=True):
+        s, a = r["sharevault"], r["naive"]  # compare(B, A): "naive" holds A here
+        body.append(
+            [
+                str(r["connections"]),
+                f"{_f(s['shares_per_s'], 0)} / {_f(a['shares_per_s'], 0)}",
+                _f(r["x_rate"]),
+                f"{_f(s['p50'], 1)} / {_f(a['p50'], 1)}",
+                f"{_f(s['p99'], 1)} / {_f(a['p99'], 1)}",
+                f"{_f(s['cpu_ms_per_share'], 3)} / {_f(a['cpu_ms_per_share'], 3)}",
+                _f(r["x_cpu"]),
+                _f(b["x_rate"]),
+            ]
+        )
+    lines = ["", f"A/B in the same run: sharevault B ({settings}) against A (defaults):", ""]
+    lines += _table(
+        [
+            "connections",
+            "shares/s B / A",
+            "B x A",
+            "p50 ms B / A",
+            "p99 ms B / A",
+            "CPU ms/share B / A",
+            "CPU B x A",
+            "B x naive",
+        ],
+        body,
+    )
+    lines += ["", "B: " + _worst_line(w["b_worst"])]
+    lines += [
+        f"B open loop: {t['target']}: {t['measured']}: {MARKS[t['holds']]}"
+        for t in w["b_open_targets"]
+    ]
     return lines
 
 

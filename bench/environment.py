@@ -33,6 +33,16 @@ def setting_overrides() -> dict[str, str]:
     }
 
 
+def variant_overrides() -> dict[str, str]:
+    """BENCH_AB_<NAME>=value: the curve adds "sharevault B", run with SHAREVAULT_<NAME>=value (on
+    its own database and queues), interleaved with the default one: an A/B in one run."""
+    return {
+        "SHAREVAULT_" + k.removeprefix("BENCH_AB_"): v
+        for k, v in os.environ.items()
+        if k.startswith("BENCH_AB_")
+    }
+
+
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -104,6 +114,10 @@ class BenchEnv:
     def prefix(self) -> str:
         return f"svbench.{self.run_id}"
 
+    def prefix_of(self, role: str) -> str:
+        """Queue prefix of a sharevault role: "svb" (the A/B variant) has its own."""
+        return self.prefix + ("b" if role == "svb" else "")
+
     def database(self, role: str) -> str:
         return f"sharevault_bench_{self.run_id}_{role}"
 
@@ -117,16 +131,17 @@ class BenchEnv:
     def sharevault_env(self, role: str, **extra: str) -> dict[str, str]:
         """The environment of `python -m sharevault …` for one database."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("SHAREVAULT_")}
+        variant = variant_overrides() if role == "svb" else {}
         values = {
             "SHAREVAULT_DATABASE_URL": self.dsn(role),
             "SHAREVAULT_AMQP_URL": AMQP_URL,
-            "SHAREVAULT_AMQP_PREFIX": self.prefix,
+            "SHAREVAULT_AMQP_PREFIX": self.prefix_of(role),
             "SHAREVAULT_WEBHOOK_SECRET": self.secret,
             "SHAREVAULT_ENCRYPTION_KEYS": self.keys,
             "SHAREVAULT_PORTAL_API_URL": "http://127.0.0.1:9",
         }
         values.update({f"SHAREVAULT_{k.upper()}": v for k, v in extra.items()})
-        return {**base, **values, **setting_overrides()}
+        return {**base, **values, **setting_overrides(), **variant}
 
     def baseline_env(self, role: str) -> dict[str, str]:
         return {
@@ -165,6 +180,8 @@ class BenchEnv:
         finally:
             await admin.close()
         await delete_topology(AMQP_URL, Topology(self.prefix))
+        if "svb" in roles:
+            await delete_topology(AMQP_URL, Topology(self.prefix_of("svb")))
         connection = await aio_pika.connect(AMQP_URL)
         try:
             channel = await connection.channel()

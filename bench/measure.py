@@ -57,6 +57,7 @@ class Ctx:
     workload_seq: int = 0
     # The workload being driven (bench/workload.py: WORKLOADS), its shares and wrk data.
     mode: str = "fresh"
+    env_roles: list[str] = field(default_factory=list)  # the databases of this run
     mode_shares: dict[str, list[str]] = field(default_factory=dict)
     mode_wrk_data: dict[str, Path] = field(default_factory=dict)
 

@@ -8,7 +8,9 @@ from bench.measure import Ctx
 from bench.stack import Service, free_port, python
 
 
-def gateway(ctx: Ctx, name: str, commit_wait: float, processes: int | None = None) -> Service:
+def gateway(
+    ctx: Ctx, name: str, commit_wait: float, processes: int | None = None, role: str = "sv"
+) -> Service:
     """`python -m sharevault serve` on a free port, as deployed (default logging), as
     SHAREVAULT_HTTP_PROCESSES = `processes` (default: BENCH_GATEWAY_PROCESSES, else the
     setting's default) processes; the probe follows the supervising process with its children."""
@@ -17,14 +19,14 @@ def gateway(ctx: Ctx, name: str, commit_wait: float, processes: int | None = Non
         processes = int(os.environ["BENCH_GATEWAY_PROCESSES"])
     if processes is not None:
         extra["http_processes"] = str(processes)
-    env = ctx.env.sharevault_env("sv", **extra)
+    env = ctx.env.sharevault_env(role, **extra)
     return Service(name, python("-m", "sharevault", "serve"), env, ctx.logdir, port)
 
 
-def worker(ctx: Ctx, name: str) -> Service:
+def worker(ctx: Ctx, name: str, role: str = "sv") -> Service:
     """`python -m sharevault work`."""
     return Service(
-        name, python("-m", "sharevault", "work"), ctx.env.sharevault_env("sv"), ctx.logdir
+        name, python("-m", "sharevault", "work"), ctx.env.sharevault_env(role), ctx.logdir
     )
 
 

@@ -161,29 +161,30 @@ async def _extras(ctx: Ctx, maximum: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _wait_drained(ctx: Ctx, timeout: float = 60.0) -> int:
+async def _wait_drained(ctx: Ctx, timeout: float = 60.0, role: str = "sv") -> int:
     """Shares still waiting in the queues once they are empty or `timeout` has passed."""
     deadline = time.monotonic() + timeout
+    prefix = ctx.env.prefix_of(role)
     async with QueueWatch() as watch:
-        left = await pending(watch, ctx.env.prefix)
+        left = await pending(watch, prefix)
         while left and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            left = await pending(watch, ctx.env.prefix)
+            left = await pending(watch, prefix)
     return left
 
 
-async def drained(ctx: Ctx) -> None:
+async def drained(ctx: Ctx, role: str = "sv") -> None:
     """Before each maximum-rate point end to end: the worker has taken everything the previous
     point (or the warm-up) left, so the point does not start on a backlog."""
-    left = await _wait_drained(ctx)
+    left = await _wait_drained(ctx, role=role)
     if left:
         raise RuntimeError(f"{left} messages still queued 60 s after a maximum-rate point")
 
 
-async def drain_and_stop(ctx: Ctx, wk: Service) -> None:
+async def drain_and_stop(ctx: Ctx, wk: Service, role: str = "sv", name: str = "worker") -> None:
     # Stop only once the queue is empty: what the gateway accepted gets stored.
-    await _wait_drained(ctx)
-    ctx.probe.forget("worker")
+    await _wait_drained(ctx, role=role)
+    ctx.probe.forget(name)
     await wk.stop()
 
 

@@ -84,6 +84,8 @@ _delivered: dict[int, float] = {}
 
 def delivered(delivery: object) -> None:
     """The worker received this delivery."""
+    if len(_delivered) > 100_000:  # deliveries never stored (dead-lettered, handed back)
+        _delivered.clear()
     _delivered[id(delivery)] = time.time()
 
 
