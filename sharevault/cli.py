@@ -79,9 +79,10 @@ def serve(ctx: click.Context, access_log: bool, supervisor: int | None) -> None:
     level = logging_options.get("log_level", "INFO")
     fmt = logging_options.get("log_format", "auto")
     where = f"{settings.http_host}:{settings.http_port}, database {mask_url(settings.database_url)}"
-    if supervisor is None and settings.http_processes > 1:
+    processes = gateway_processes(settings)
+    if supervisor is None and processes > 1:
         options = ["--log-level", level, "--log-format", fmt]
-        sys.exit(_serve_processes(settings, where, options, access_log=access_log))
+        sys.exit(_serve_processes(processes, settings, where, options, access_log=access_log))
     if supervisor is None:
         logging.getLogger(__name__).info("gateway on %s", where)
     else:
@@ -100,10 +101,23 @@ def serve(ctx: click.Context, access_log: bool, supervisor: int | None) -> None:
     )
 
 
+def gateway_processes(settings: Settings) -> int:
+    """SHAREVAULT_HTTP_PROCESSES, or with 0 one per core available; one on a port the OS picks
+    (several processes must share one known port)."""
+    if settings.http_processes:
+        return settings.http_processes
+    return 1 if settings.http_port == 0 else max(1, len(os.sched_getaffinity(0)))
+
+
 def _serve_processes(
-    settings: Settings, where: str, logging_options: list[str], *, access_log: bool
+    processes: int,
+    settings: Settings,
+    where: str,
+    logging_options: list[str],
+    *,
+    access_log: bool,
 ) -> int:
-    """Start SHAREVAULT_HTTP_PROCESSES gateway processes on the port and supervise them."""
+    """Start `processes` gateway processes on the port and supervise them."""
     from sharevault.service.supervisor import run_processes
 
     if settings.http_port == 0:
@@ -113,12 +127,10 @@ def _serve_processes(
             err=True,
         )
         return 2
-    logging.getLogger(__name__).info(
-        "gateway on %s, in %d processes", where, settings.http_processes
-    )
+    logging.getLogger(__name__).info("gateway on %s, in %d processes", where, processes)
     argv = [sys.executable, "-m", "sharevault", *logging_options, "serve"]
     argv += ["--supervisor", str(os.getpid()), *(["--access-log"] if access_log else [])]
-    return run_processes(settings.http_processes, argv, dict(os.environ))
+    return run_processes(processes, argv, dict(os.environ))
 
 
 @main.command()

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     # Gateway processes accepting on the port (SO_REUSEPORT), under one supervising `serve`.
-    http_processes: int = Field(default=1, ge=1, le=64)
+    # 0: one per core this process may run on (one process uses one core at most).
+    http_processes: int = Field(default=0, ge=0, le=64)
     webhook_root: str = Field(default="/webhook", pattern=r"^(/[A-Za-z0-9_.\-]+)*$")
     client_root: str = Field(default="/portal", pattern=r"^(/[A-Za-z0-9_.\-]+)*$")
     webhook_secret: SecretStr
