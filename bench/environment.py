@@ -39,8 +39,8 @@ def variant_overrides() -> dict[str, str]:
     return {
         "SHAREVAULT_" + k.removeprefix("BENCH_AB_"): v
         for k, v in os.environ.items()
-        if k.startswith("BENCH_AB_")
-    }
+        if k.startswith("BENCH_AB_") and k != "BENCH_AB_TREE"
+    } | ({"tree": os.environ["BENCH_AB_TREE"]} if os.environ.get("BENCH_AB_TREE") else {})
 
 
 def log(message: str) -> None:
@@ -132,6 +132,7 @@ class BenchEnv:
         """The environment of `python -m sharevault …` for one database."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("SHAREVAULT_")}
         variant = variant_overrides() if role == "svb" else {}
+        variant = {k: v for k, v in variant.items() if k.startswith("SHAREVAULT_")}
         values = {
             "SHAREVAULT_DATABASE_URL": self.dsn(role),
             "SHAREVAULT_AMQP_URL": AMQP_URL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from bench.measure import Ctx
 from bench.stack import Service, free_port, python
@@ -20,14 +21,25 @@ def gateway(
     if processes is not None:
         extra["http_processes"] = str(processes)
     env = ctx.env.sharevault_env(role, **extra)
-    return Service(name, python("-m", "sharevault", "serve"), env, ctx.logdir, port)
+    return _in_tree(Service(name, python("-m", "sharevault", "serve"), env, ctx.logdir, port), role)
 
 
 def worker(ctx: Ctx, name: str, role: str = "sv") -> Service:
     """`python -m sharevault work`."""
-    return Service(
-        name, python("-m", "sharevault", "work"), ctx.env.sharevault_env(role), ctx.logdir
+    return _in_tree(
+        Service(name, python("-m", "sharevault", "work"), ctx.env.sharevault_env(role), ctx.logdir),
+        role,
     )
+
+
+def _in_tree(service: Service, role: str) -> Service:
+    """Sharevault B runs the code of BENCH_AB_TREE (another checkout, e.g. a `git worktree` of
+    the commit before a change) when it is set: an A/B of code in one run."""
+    tree = os.environ.get("BENCH_AB_TREE")
+    if role == "svb" and tree:
+        service.cwd = Path(tree)
+        service.env = {**service.env, "PYTHONPATH": tree}
+    return service
 
 
 def baseline_server(ctx: Ctx, module: str) -> Service:

@@ -35,6 +35,8 @@ class Service:
         self.port = port
         self.log_path = logdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # `python -m sharevault` imports the package from here (an A/B of another checkout).
+        self.cwd = REPO
         self.started = 0.0
 
     @property
@@ -49,7 +51,7 @@ class Service:
     def start(self) -> Service:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+                self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT
             )
         self.started = time.time()
         return self
