@@ -108,7 +108,8 @@ class Coalescer:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
-        self._schedule()
+        if self._pending:
+            self._flush()  # what waited for this confirm has lingered enough: it goes now
 
     def _flush(self) -> None:
         if self._timer is not None:
