@@ -66,7 +66,7 @@ class Service:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
 
-    async def wait_ready(self, path: str = "/readyz", timeout: float = 60) -> None:
+    async def wait_ready(self, path: str = "/readyz", timeout: float = 180) -> None:
         """Poll an HTTP readiness path until it answers 200."""
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
