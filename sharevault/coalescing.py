@@ -108,8 +108,7 @@ class Coalescer:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
-        if self._pending:
-            self._flush()  # what waited for this confirm has lingered enough: it goes now
+        self._schedule()
 
     def _flush(self) -> None:
         if self._timer is not None:
