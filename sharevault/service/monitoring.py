@@ -91,7 +91,7 @@ async def _sample_queues(broker: Broker) -> None:
         for name, label in lanes:
             # A gauge is best effort: the broker being away shows in /readyz, not here.
             with contextlib.suppress(Exception):
-                counts = await broker.queue_counts(name)
+                counts = await broker.admin.queue_counts(name)
                 if counts is not None:
                     QUEUE_MESSAGES.labels(label).set(counts[0])
                     QUEUE_CONSUMERS.labels(label).set(counts[1])
