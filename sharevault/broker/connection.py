@@ -110,7 +110,7 @@ class Broker:
         return (
             self.declared.is_set()
             and conn is not None
-            and not conn.is_closed
+            and _alive(conn)
             and channel is not None
             and not channel.is_closed
         )
@@ -153,8 +153,12 @@ class Broker:
     async def _link_once(self) -> None:
         """Connect (if the connection is gone) and open the confirming channel."""
         conn = self._connection
-        if conn is None or conn.is_closed:
+        if conn is None or not _alive(conn):
             self._connection = None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_WAIT):
+                        await conn.close()
             try:
                 conn, self._url = await connect_first(self._hosts(), self._name)
             except BrokerUnavailable as exc:
@@ -237,3 +241,8 @@ class Broker:
             raise BrokerUnavailable("broker not connected")
         async with read_queue(self._connection, queue, prefetch, arguments) as deliveries:
             yield deliveries
+
+
+def _alive(conn: AbstractConnection) -> bool:
+    """Not closed by us, nor lost (a lost connection is not `is_closed` until closed)."""
+    return not conn.is_closed and conn.connected.is_set()

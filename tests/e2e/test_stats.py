@@ -129,3 +129,15 @@ async def test_stats_still_reports_the_database_when_the_broker_is_down(
     assert code == 1
     assert "broker" in data["errors"] and "broker" in err
     assert data["queues"] is None and data["shares"]["total"] == 7
+
+
+async def test_stats_under_a_fresh_prefix_creates_no_queue(settings: Settings) -> None:
+    # A look never declares: `stats` against a prefix nothing uses leaves the broker as it was
+    # (it once declared the whole topology, 8 queues, to count them).
+    code, data, err = await stats_json(settings)
+    assert code == 0, err
+    assert data["queues"] and all(q["messages"] is None for q in data["queues"])
+    assert data["journal"]["first_offset"] is None
+    async with broker_of(settings, name="look", robust=False, declare=False) as broker:
+        for name in broker.topology.queues:
+            assert await broker.admin.queue_counts(name) is None, f"{name} was created"
