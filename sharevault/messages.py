@@ -1,10 +1,9 @@
 """The message contract: bodies (one sealed share, or a batch the gateway coalesced), their
 headers (request context, failure history) and routing keys. The only module that knows msgpack.
 
-On the wire a message is MessagePack: the sealed bytes travel as they are, where JSON needed base64
-(a third more bytes through RabbitMQ, and the worker's largest CPU cost was decoding it). Messages
-of an earlier version, JSON with base64, are still read (`decode_message`), so an upgrade never
-strands what is queued, retried or dead-lettered."""
+MessagePack carries the sealed bytes as they are, where JSON needed base64 (a third more bytes
+through RabbitMQ, and the worker's largest CPU cost was decoding it). An earlier version's JSON is
+still read (`decode_message`): an upgrade never strands what is queued, retried or dead-lettered."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgpack
@@ -30,7 +28,6 @@ from pydantic import (
 from sharevault.crypto import Identity
 from sharevault.schemas.common import BackupMethod, ClientId, PairIdStr
 
-KINDS = ("custodian", "client")
 BEARER_KIND = "bearer"
 # One share: a ShareMessage as a MessagePack map.
 SINGLE_CONTENT_TYPE = "application/vnd.sharevault.share+msgpack"
@@ -309,10 +306,6 @@ def one_of_batch(
     headers = {k: v for k, v in clean_headers(batch.headers).items() if k != SHARES_HEADER}
     headers.update(context)
     return Envelope(body, message_id, headers, content_type)
-
-
-def iso_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def clean_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:

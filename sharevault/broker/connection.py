@@ -141,7 +141,7 @@ class Broker:
             self._lost.clear()
 
     def _retrying(self, state: RetryCallState) -> None:
-        log.warning("broker %s, retrying in %.1fs", self._last_error, state.upcoming_sleep)
+        log.warning("broker link: %s; retrying in %.1fs", self._last_error, state.upcoming_sleep)
 
     def _hosts(self) -> list[str]:
         """Every host, the one we were on last: after a loss, another node is tried first."""

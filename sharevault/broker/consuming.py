@@ -92,7 +92,7 @@ async def connect_first(
             failures.append(f"{node_of(url)}: {type(exc).__name__}")
             continue
         return conn, url
-    raise BrokerUnavailable(f"unreachable ({'; '.join(failures)})")
+    raise BrokerUnavailable(f"broker unreachable ({'; '.join(failures)})")
 
 
 @asynccontextmanager

@@ -87,8 +87,8 @@ QUEUE_SAMPLE_EVERY = 5.0
 async def _sample_queues(broker: Broker) -> None:
     topology = broker.topology
     while True:
-        lanes = ((topology.shares, "live"), (topology.backlog, "backlog"), (topology.dead, "dead"))
-        for name, label in lanes:
+        queues = ((topology.shares, "live"), (topology.backlog, "backlog"), (topology.dead, "dead"))
+        for name, label in queues:
             # A gauge is best effort: the broker being away shows in /readyz, not here.
             with contextlib.suppress(Exception):
                 counts = await broker.admin.queue_counts(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from sharevault.broker import BrokerUnavailable, Publisher
@@ -15,7 +16,6 @@ from sharevault.messages import (
     REASON,
     Envelope,
     failure_headers,
-    iso_now,
     retry_key,
 )
 
@@ -32,6 +32,10 @@ class Reason(StrEnum):
     DATABASE_BUSY = "database_busy"
     EXHAUSTED = "attempts_exhausted"
     DELIVERY_LIMIT = "delivery_limit"
+
+
+def iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Retrier:
