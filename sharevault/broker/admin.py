@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import aiormq
 
-from sharevault.broker.consuming import BrokerUnavailable
+from sharevault.broker.consuming import BrokerUnavailable, unavailable
 
 if TYPE_CHECKING:
     from sharevault.broker.connection import Broker
@@ -28,13 +28,13 @@ class Admin:
         try:
             channel = await self._broker.plain_channel()
         except _ERRORS as exc:
-            raise BrokerUnavailable(f"broker link lost: {type(exc).__name__}") from None
+            raise unavailable("broker link lost", exc) from None
         try:
             declared = await channel.queue_declare(name, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             return None  # the broker closed this channel with its answer
         except _ERRORS as exc:
-            raise BrokerUnavailable(f"broker link lost: {type(exc).__name__}") from None
+            raise unavailable("broker link lost", exc) from None
         finally:
             if not channel.is_closed:
                 with contextlib.suppress(Exception):

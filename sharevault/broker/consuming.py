@@ -40,6 +40,16 @@ class BrokerUnavailable(Exception):
     """The broker did not confirm or answer: it is unreachable, refused, or was too slow."""
 
 
+def unavailable(what: str, exc: BaseException) -> BaseException:
+    """The error to raise for a client error: BrokerUnavailable, or CancelledError when the task
+    is being cancelled (aiormq turns a cancel during a channel's RPC into a channel error; a loop
+    that takes that for an outage would never end)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    return BrokerUnavailable(f"{what}: {type(exc).__name__}")
+
+
 class Delivery(Protocol):
     """A message received from a queue, to ack or give back (aio-pika's satisfies it)."""
 

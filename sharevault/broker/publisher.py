@@ -11,7 +11,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
-from sharevault.broker.consuming import BrokerUnavailable
+from sharevault.broker.consuming import BrokerUnavailable, unavailable
 from sharevault.messages import Envelope
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Publisher:
         except TimeoutError:
             raise BrokerUnavailable("no confirm in time") from None
         except _PUBLISH_ERRORS as exc:
-            raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from None
+            raise unavailable("publish failed", exc) from None
 
     async def _exchange(self, channel: AbstractChannel, name: str) -> AbstractExchange:
         # One object per exchange and channel, not per message (DLQ tools republish thousands);
