@@ -90,7 +90,7 @@ def delivered(delivery: object) -> None:
 
 
 def stored(shares: Iterable[tuple[str, object]], commit_started: float) -> None:
-    """The worker committed these (message id, delivery) pairs; the commit began at
+    """The worker stored these (message id, delivery) pairs; writing them began at
     `commit_started` (perf_counter)."""
     now = time.time()
     began = now - (time.perf_counter() - commit_started)

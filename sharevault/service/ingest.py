@@ -22,7 +22,7 @@ from sharevault.metrics import (
     PUBLISH_FAILURES,
     PUBLISH_SECONDS,
 )
-from sharevault.service.appkeys import BROKER, CLOCK, KEYRING, SETTINGS, WAITER
+from sharevault.service.appkeys import CLOCK, KEYRING, SETTINGS, SHARES, WAITER
 from sharevault.service.bodies import Accepted
 from sharevault.service.request_ids import propagation_headers
 
@@ -83,7 +83,7 @@ async def accept_share(
                 )
                 if hops.ON:
                     hops.mark()
-                await app[BROKER].publish(message, timeout=settings.publish_timeout)
+                await app[SHARES].publish(message, timeout=settings.publish_timeout)
         except BrokerUnavailable:
             PUBLISH_FAILURES.inc()
             raise
