@@ -26,7 +26,9 @@ class Table:
         self.hold: asyncio.Event | None = None
         self.asking = asyncio.Event()
 
-    async def stored_version(self, identity: Identity) -> tuple[int, str] | None:
+    async def stored_version(
+        self, identity: Identity, *, timeout: float | None = None
+    ) -> tuple[int, str] | None:
         self.asked += 1
         self.asking.set()
         if self.hold is not None:
