@@ -171,16 +171,18 @@ async def test_black_holed_database_every_route_answers_within_the_budget(
     worker_factory(budget_settings(settings_factory, fake_portal))
     async with black_hole() as port:
         hole = f"postgresql://postgres@127.0.0.1:{port}/sharevault"
-        gw = await gateway_factory(budget_settings(settings_factory, fake_portal, database_url=hole))
+        settings = budget_settings(settings_factory, fake_portal, database_url=hole)
+        gw = await gateway_factory(settings)
         answers = await every_route(gw, 1)
         assert_held_the_budget(answers)
         second = await every_route(gw, 2)  # and again, with the first attempts still hanging
         assert_held_the_budget(second)
 
         async def all_stored() -> bool:
-            return await stored(db, "custodian", "cl-stall") == 1 and await stored(
-                db, "client", CLIENT_A
-            ) == 1
+            return (
+                await stored(db, "custodian", "cl-stall") == 1
+                and await stored(db, "client", CLIENT_A) == 1
+            )
 
         await eventually(all_stored, timeout=30)
         ids = {a[1]["messageId"] for a in (answers["backup"], second["backup"])}
