@@ -24,39 +24,50 @@ WITH incoming AS (
                 $8::text[], $9::bigint[], $10::text[])
          AS r(kind, client_id, backup_method, pair_id, start, size, key_id, version, message_id)
 ), held AS (
-    SELECT s.kind, s.client_id, s.backup_method, s.pair_id, s.version, s.message_id
-    FROM shares s JOIN (SELECT DISTINCT kind, client_id FROM incoming) c USING (kind, client_id)
+    -- One probe of the primary key per client (OFFSET 0 keeps the planner from turning it into
+    -- a join that may read the whole table).
+    SELECT s.*
+    FROM (SELECT DISTINCT kind, client_id FROM incoming) c
+    CROSS JOIN LATERAL (
+        SELECT s.kind, s.client_id, s.backup_method, s.pair_id, s.version, s.message_id
+        FROM shares s WHERE s.kind = c.kind AND s.client_id = c.client_id OFFSET 0
+    ) s
+), pairs AS (
+    -- Every pair of the batch's clients: those held and those coming. (Counted by DISTINCT then
+    -- count(*), which hash; count(DISTINCT) sorts, at several times the cost.)
+    SELECT kind, client_id, backup_method, pair_id, version, message_id FROM held
+    UNION ALL
+    SELECT kind, client_id, backup_method, pair_id, version, message_id FROM incoming
 ), refused AS (
     SELECT sharevault_refuse('methods_per_client')
     FROM incoming i
-    JOIN (SELECT kind, client_id, count(DISTINCT backup_method) AS methods
-          FROM (SELECT kind, client_id, backup_method FROM held
-                UNION ALL SELECT kind, client_id, backup_method FROM incoming) m
-          GROUP BY kind, client_id) n USING (kind, client_id)
-    WHERE n.methods > $17
-      AND NOT EXISTS (SELECT FROM held h WHERE (h.kind, h.client_id, h.backup_method)
+    JOIN (SELECT kind, client_id
+          FROM (SELECT DISTINCT kind, client_id, backup_method FROM pairs) m
+          GROUP BY kind, client_id HAVING count(*) > $17) n USING (kind, client_id)
+    WHERE NOT EXISTS (SELECT FROM held h WHERE (h.kind, h.client_id, h.backup_method)
                                                = (i.kind, i.client_id, i.backup_method))
 ), ranked AS (
+    -- Only the methods with more than $16 pairs are ranked (as a rule, none).
     SELECT kind, client_id, backup_method, pair_id,
            row_number() OVER (PARTITION BY kind, client_id, backup_method
                               ORDER BY version DESC, message_id DESC) AS rank
-    FROM (SELECT DISTINCT ON (kind, client_id, backup_method, pair_id)
-                 kind, client_id, backup_method, pair_id, version, message_id
-          FROM (SELECT h.kind, h.client_id, h.backup_method, h.pair_id, h.version, h.message_id
-                FROM held h
-                JOIN (SELECT DISTINCT kind, client_id, backup_method FROM incoming) g
-                  USING (kind, client_id, backup_method)
-                UNION ALL
-                SELECT kind, client_id, backup_method, pair_id, version, message_id
-                FROM incoming) c
+    FROM (SELECT DISTINCT ON (kind, client_id, backup_method, pair_id) p.*
+          FROM pairs p
+          JOIN (SELECT kind, client_id, backup_method
+                FROM (SELECT DISTINCT kind, client_id, backup_method, pair_id FROM pairs) d
+                GROUP BY kind, client_id, backup_method HAVING count(*) > $16) crowded
+            USING (kind, client_id, backup_method)
           ORDER BY kind, client_id, backup_method, pair_id, version DESC, message_id DESC) newest
 ), applied AS (
     INSERT INTO shares AS s (kind, client_id, backup_method, pair_id, sealed, key_id, version,
                              message_id)
     SELECT r.kind, r.client_id, r.backup_method, r.pair_id, substr($5::bytea, r.start, r.size),
            r.key_id, r.version, r.message_id
-    FROM incoming r JOIN ranked k USING (kind, client_id, backup_method, pair_id)
-    WHERE k.rank <= $16
+    FROM incoming r
+    WHERE NOT EXISTS (SELECT FROM ranked k
+                      WHERE (k.kind, k.client_id, k.backup_method, k.pair_id)
+                            = (r.kind, r.client_id, r.backup_method, r.pair_id)
+                        AND k.rank > $16)
     ON CONFLICT (kind, client_id, backup_method, pair_id) DO UPDATE
     SET sealed = excluded.sealed, key_id = excluded.key_id, version = excluded.version,
         message_id = excluded.message_id, updated_at = now()
