@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
 
-from bench.drills.load import Key, Ledger, seq_of, share_text
+from bench.drills.load import Ack, Key, Ledger, seq_of, share_text
 from sharevault.crypto import DecryptError, Identity, Keyring
 from sharevault.portal import REPORT_V2, REPORT_V3
 from tests.support.fake_portal import Call
@@ -43,6 +43,7 @@ class Verdict:
     acknowledged: int = 0
     identities: int = 0
     lost: int = 0
+    pruned: int = 0  # pairs gone because PAIRS_PER_METHOD newer ones are stored: allowed
     regressed: int = 0
     duplicated: int = 0
     wrong: int = 0  # stored content or message id that matches no write we sent
@@ -118,7 +119,21 @@ async def pending_reports_before(conn: asyncpg.Connection, prefix: str, wall: fl
     return int(await conn.fetchval(PENDING_BEFORE, f"{prefix}-%", wall))
 
 
-def _check_shares(verdict: Verdict, ledger: Ledger, stored: dict[Key, Stored]) -> None:
+def _newer_pairs_stored(ledger: Ledger, stored: dict[Key, Stored]) -> Callable[[Key, Ack], int]:
+    """How many pairs of a key's (kind, client, method) are stored whose newest write was sent
+    after the key's was acknowledged (a wallet app sends one backup at a time)."""
+    sent: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for key in stored:
+        log = ledger.identities.get(key)
+        if log is not None and log.newest is not None:
+            sent[key[:3]].append(log.newest.sent_at)
+    return lambda key, ack: sum(1 for t in sent[key[:3]] if t > ack.acked_at)
+
+
+def _check_shares(
+    verdict: Verdict, ledger: Ledger, stored: dict[Key, Stored], pairs_per_method: int
+) -> None:
+    newer_pairs = _newer_pairs_stored(ledger, stored)
     for key, log in ledger.identities.items():
         row, ack = stored.get(key), log.newest
         if row is not None and not row.text_ok:
@@ -130,7 +145,9 @@ def _check_shares(verdict: Verdict, ledger: Ledger, stored: dict[Key, Stored]) -
             verdict.note(f"{key}: went back from write {before} to {after}")
         if ack is None:
             continue
-        if row is None or (row.seq is not None and row.seq < ack.seq):
+        if row is None and newer_pairs(key, ack) >= pairs_per_method:
+            verdict.pruned += 1  # a re-backup's pruning, never the newest pairs
+        elif row is None or (row.seq is not None and row.seq < ack.seq):
             verdict.lost += 1
             held = "nothing" if row is None else f"write {row.seq}"
             verdict.note(f"{key}: acknowledged write {ack.seq} ({ack.message_id}), holds {held}")
@@ -219,11 +236,12 @@ async def check(
     share_bytes: int,
     calls: Iterable[Call],
     crashes: list[float],
+    pairs_per_method: int = 8,
 ) -> Verdict:
     """Every invariant of a drill, from the database and the fake Portal's record."""
     verdict = Verdict(acknowledged=ledger.acknowledged, identities=len(ledger.identities))
     stored = await stored_shares(conn, keyring, ledger, prefix, share_bytes)
-    _check_shares(verdict, ledger, stored)
+    _check_shares(verdict, ledger, stored, pairs_per_method)
     verdict.duplicated = int(await conn.fetchval(DUPLICATES, f"{prefix}-%"))
     outbox = await conn.fetch(OUTBOX, f"{prefix}-%")
     _check_reports(verdict, outbox, stored, delivered_reports(calls, prefix), crashes)
