@@ -36,6 +36,8 @@ WHERE client_id LIKE $1 AND status = 'pending' AND created_at <= to_timestamp($2
 CRASH_WINDOW = 3.0
 # A crash is recorded when we see it: the sender may have died a little before.
 CRASH_SEEN_LATE = 0.5
+# The gateway's default PAIRS_PER_METHOD: older pairs of a method are pruned on re-backup.
+PAIRS_PER_METHOD = 8
 
 
 @dataclass
@@ -104,12 +106,21 @@ async def stored_shares(
     return found
 
 
-def behind(ledger: Ledger, stored: dict[Key, Stored], moment: float | None = None) -> int:
-    """Identities whose share acknowledged (by `moment`) is not stored yet, or was overwritten."""
+def behind(
+    ledger: Ledger,
+    stored: dict[Key, Stored],
+    moment: float | None = None,
+    pairs_per_method: int = PAIRS_PER_METHOD,
+) -> int:
+    """Identities whose share acknowledged (by `moment`) is not stored yet, or was overwritten
+    (a pair pruned by `pairs_per_method` newer ones is neither)."""
+    newer_pairs = _newer_pairs_stored(ledger, stored)
     count = 0
     for log in ledger.identities.values():
         ack = log.newest if moment is None else log.newest_before(moment)
         row = stored.get(log.key)
+        if row is None and ack is not None and newer_pairs(log.key, ack) >= pairs_per_method:
+            continue
         if ack is not None and (row is None or (row.seq or 0) < ack.seq):
             count += 1
     return count
@@ -236,7 +247,7 @@ async def check(
     share_bytes: int,
     calls: Iterable[Call],
     crashes: list[float],
-    pairs_per_method: int = 8,
+    pairs_per_method: int = PAIRS_PER_METHOD,
 ) -> Verdict:
     """Every invariant of a drill, from the database and the fake Portal's record."""
     verdict = Verdict(acknowledged=ledger.acknowledged, identities=len(ledger.identities))

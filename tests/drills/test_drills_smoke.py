@@ -98,6 +98,10 @@ def test_the_faults_really_happened(run: Result) -> None:
     assert d["portal-5xx"]["notes"]["portal_calls_failed"] > 0
     assert d["portal-429"]["notes"]["portal_calls_failed"] > 0
     assert d["portal-timeout"]["notes"]["portal_calls_undelivered"] > 0
+    stall = d["database-stall"]["notes"]
+    assert stall["stall_s"] > stall["budget_s"] and stall["budget_held"], stall
+    assert set(stall["reads_during_stall"]) == {"503"}, stall
+    assert d["database-stall"]["queued"] > 0, "the gateway should answer 'queued' while PG stalls"
     assert d["duplicate"]["notes"]["duplicates_published"] > 0
     assert d["duplicate"]["max_deliveries"] >= 2
     assert d["rolling-restart"]["notes"]["exit_codes"] == [0] * 2 * SMOKE.rolling_rounds
