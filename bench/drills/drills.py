@@ -233,7 +233,7 @@ def portal_fault(kind: str) -> Callable[[DrillContext], Awaitable[None]]:
 # Above REQUEST_BUDGET, an answer still counts as inside it: the time to send it and read it on a
 # loaded machine (Portal's own limit is 10 s, a second past the default budget).
 BUDGET_MARGIN = 1.0
-STALL_READS_EVERY = 0.5
+STALL_READS_EVERY = 1.0
 
 
 async def database_stall(ctx: DrillContext) -> None:
@@ -242,32 +242,39 @@ async def database_stall(ctx: DrillContext) -> None:
     budget = ctx.stack.settings().request_budget
     app, token = ctx.load.app_clients[0]
     driver = ctx.load.driver
+
+    async def timed(call: Awaitable[Any]) -> tuple[float, int]:
+        sent = time.monotonic()
+        answer = await call
+        return time.monotonic() - sent, answer.status
+
     await ctx.more_acks(ctx.plan.between_acks)
-    reads: list[tuple[float, int]] = []
+    reads: list[asyncio.Task[tuple[float, int]]] = []
     locker = await asyncpg.connect(ctx.stack.database_url)
     try:
         async with locker.transaction():
             await locker.execute("LOCK TABLE shares IN ACCESS EXCLUSIVE MODE")
             start = time.monotonic()
             while time.monotonic() - start < budget + ctx.plan.stall_over:
-                for call in (driver.fetch(app), driver.client_get(app, token, method="GDRIVE")):
-                    sent = time.monotonic()
-                    answer = await call
-                    reads.append((time.monotonic() - sent, answer.status))
+                reads.append(asyncio.create_task(timed(driver.fetch(app))))
+                reads.append(
+                    asyncio.create_task(timed(driver.client_get(app, token, method="GDRIVE")))
+                )
                 await asyncio.sleep(STALL_READS_EVERY)
             end = time.monotonic()
     finally:
         await locker.close()
     ctx.end_fault()
+    answered = await asyncio.gather(*reads)
     # Writes sent during the stall may still be waiting: they have the budget to answer.
-    await asyncio.sleep(budget + BUDGET_MARGIN)
+    await asyncio.sleep(max(0.0, end + budget + BUDGET_MARGIN - time.monotonic()))
     slowest_write, writes = ctx.load.ledger.slowest(start, end)
-    slowest = max([slowest_write, *(took for took, _ in reads)])
+    slowest = max([slowest_write, *(took for took, _ in answered)])
     ctx.notes["stall_s"] = round(end - start, 1)
     ctx.notes["budget_s"] = budget
     ctx.notes["slowest_answer_s"] = round(slowest, 2)
     ctx.notes["writes_during_stall"] = {str(s): n for s, n in sorted(writes.items())}
-    ctx.notes["reads_during_stall"] = dict(Counter(str(s) for _, s in reads))
+    ctx.notes["reads_during_stall"] = dict(Counter(str(s) for _, s in answered))
     ctx.notes["budget_held"] = slowest < budget + BUDGET_MARGIN
 
 

@@ -100,7 +100,7 @@ def test_the_faults_really_happened(run: Result) -> None:
     assert d["portal-timeout"]["notes"]["portal_calls_undelivered"] > 0
     stall = d["database-stall"]["notes"]
     assert stall["stall_s"] > stall["budget_s"] and stall["budget_held"], stall
-    assert set(stall["reads_during_stall"]) == {"503"}, stall
+    assert stall["reads_during_stall"].get("503", 0) > 0, stall  # reads gave up in time
     assert d["database-stall"]["queued"] > 0, "the gateway should answer 'queued' while PG stalls"
     assert d["duplicate"]["notes"]["duplicates_published"] > 0
     assert d["duplicate"]["max_deliveries"] >= 2
