@@ -98,12 +98,12 @@ class Settings(BaseSettings):
     # How long /backup waits for the worker's commit before answering 2xx anyway (still durable).
     commit_wait: float = Field(default=5.0, ge=0, le=8)
 
-    # --- Hard budget and per-client bounds (docs/operations.md, "Budget and bounds") ---
+    # --- Hard budget and per-client bounds (docs/operations.md, "Budget and bounds per client") ---
     # Every webhook and client route answers within this many seconds, whatever hangs (Portal
     # gives up at 10 s). The waits below are checked at start to fit in it.
     request_budget: float = Field(default=9.0, gt=0, le=60)
-    # Longest one gateway database call waits before a write goes on without it (the method cap
-    # check fails open to the worker) and longest the pool waits to open a connection.
+    # Longest the gateway's method-cap query may take before the write goes on without it (the
+    # worker enforces the cap), and each look of the commit wait at the table.
     db_timeout: float = Field(default=1.0, gt=0, le=30)
     # Newest pair ids kept per (client, kind, backup method): a re-backup prunes older pairs in
     # the statement that stores it; the newest is never pruned.
