@@ -123,6 +123,7 @@ class Drill:
     workers: int = 1
     proxy: bool = False
     private_pg: bool = False
+    smoke: bool = True  # part of the smoke form (without --only)
 
 
 async def worker_sigkill(ctx: DrillContext) -> None:
@@ -322,7 +323,9 @@ DRILLS = [
     Drill("portal-5xx", "Portal answers 5xx", portal_fault("5xx")),
     Drill("portal-429", "Portal answers 429", portal_fault("429")),
     Drill("portal-timeout", "Portal times out", portal_fault("timeout")),
-    Drill("database-stall", "PostgreSQL stalled (tables locked)", database_stall),
+    # Not in the smoke form: the stall outlasts the budget, then the writes it held drain (about
+    # 45 s on a loaded machine); tests/drills/test_drill_stall.py runs it alone.
+    Drill("database-stall", "PostgreSQL stalled (tables locked)", database_stall, smoke=False),
     Drill("duplicate", "same message delivered twice", duplicate_delivery),
     Drill("three-workers", "three workers at once", three_workers, workers=3),
 ]
