@@ -10,9 +10,10 @@ import time
 
 from bench.messages import backlog_identity, sealed_message
 from bench.workload import make_shares
-from sharevault.broker import Broker
 from sharevault.config import load_settings
 from sharevault.crypto import Keyring
+from sharevault.messages import SHARE_KEY
+from sharevault.wiring import broker_of
 
 
 async def publish_backlog(count: int, identities: int, run_id: str, version_base: int) -> float:
@@ -23,13 +24,8 @@ async def publish_backlog(count: int, identities: int, run_id: str, version_base
     in_flight = asyncio.Semaphore(64)
     failures: list[BaseException] = []
 
-    # The gateway's own constructor where there is one: the same queue arguments as deployed.
-    from_settings = getattr(Broker, "from_settings", None)
-    broker = (
-        from_settings(settings, name="bench-backlog")
-        if from_settings is not None
-        else Broker(settings.amqp_url.get_secret_value(), settings.amqp_prefix)
-    )
+    # The composition root's constructor: the same queue arguments as deployed.
+    broker = broker_of(settings, name="bench-backlog")
     async with broker:
         await broker.wait_ready(30)
 
@@ -39,7 +35,9 @@ async def publish_backlog(count: int, identities: int, run_id: str, version_base
                 message = sealed_message(
                     keyring, identity, shares[index % len(shares)], version_base + index
                 )
-                await broker.publish(message, timeout=30)
+                await broker.publisher.publish(
+                    message.envelope(), routing_key=SHARE_KEY, timeout=30
+                )
             except BaseException as exc:
                 failures.append(exc)
                 raise

@@ -16,9 +16,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sharevault.messages import MAX_RETRY_LEVELS
+
 KEY_BYTES = 32
-# Retry levels are queues named {prefix}.retry.0 … .7: teardown knows them all.
-MAX_RETRY_LEVELS = 8
 # The client routes prove a bearer with Portal first: that check gets at most this many seconds
 # of the request budget (or PORTAL_TIMEOUT, if shorter).
 IDENTITY_CHECK_SECONDS = 3.0
@@ -60,7 +60,12 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/sharevault")
+    # One broker URL, or a cluster's nodes separated by commas: each process links to the first
+    # that answers, and to another after a loss.
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # Try the nodes of AMQP_URL in shuffled order, spreading processes over a cluster; off to
+    # keep the given order (tests, or a preferred node).
+    amqp_shuffle: bool = True
     # Every exchange and queue name starts with this: tests and tenants can share a broker.
     amqp_prefix: str = Field(default="sharevault", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     http_host: str = "127.0.0.1"

@@ -1,16 +1,17 @@
-"""The queue messages: one sealed share, or a batch of them coalesced by the gateway.
+"""The message contract: bodies (one sealed share, or a batch the gateway coalesced), their
+headers (request context, failure history) and routing keys. The only module that knows msgpack.
 
-On the wire a message is MessagePack: the sealed bytes travel as they are, where JSON needed base64
-(a third more bytes through RabbitMQ, and the worker's largest CPU cost was decoding it). Messages
-of an earlier version, JSON with base64, are still read (`decode_message`), so an upgrade never
-strands what is queued, retried or dead-lettered."""
+MessagePack carries the sealed bytes as they are, where JSON needed base64 (a third more bytes
+through RabbitMQ, and the worker's largest CPU cost was decoding it). An earlier version's JSON is
+still read (`decode_message`): an upgrade never strands what is queued, retried or dead-lettered."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgpack
@@ -20,13 +21,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationError,
     model_validator,
 )
 
 from sharevault.crypto import Identity
 from sharevault.schemas.common import BackupMethod, ClientId, PairIdStr
 
-KINDS = ("custodian", "client")
 BEARER_KIND = "bearer"
 # One share: a ShareMessage as a MessagePack map.
 SINGLE_CONTENT_TYPE = "application/vnd.sharevault.share+msgpack"
@@ -38,6 +39,49 @@ JSON_BATCH_CONTENT_TYPE = "application/vnd.sharevault.batch+json"
 BATCH_CONTENT_TYPES = (BATCH_CONTENT_TYPE, JSON_BATCH_CONTENT_TYPE)
 # Header of a batch message: how many shares it carries (the worker sizes its batches by it).
 SHARES_HEADER = "x-sharevault-shares"
+# The headers that travel with a share (ids of the request, never secrets).
+CONTEXT_HEADERS = ("x-request-id", "traceparent", "tracestate")
+# Failure history, set by the worker and the DLQ tools as a message moves (docs/queues.md).
+REASON = "x-sharevault-reason"
+ERROR = "x-sharevault-error"
+ATTEMPTS = "x-sharevault-attempts"
+FIRST_FAILURE = "x-sharevault-first-failure"
+LAST_FAILURE = "x-sharevault-last-failure"
+REPLAYS = "x-sharevault-replays"
+# Set by the broker when it dead-letters or redelivers. Dropped whenever we publish a message
+# anew: counts start afresh and RabbitMQ's dead-letter cycle detection never sees a false loop.
+BROKER_HEADERS = (
+    "x-death",
+    "x-delivery-count",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
+
+# Routing keys: on the ingest exchange SHARE_KEY (live) or BACKLOG_KEY (detour); on the recover
+# exchange BACKLOG_KEY, DEAD_KEY and retry_key(level).
+SHARE_KEY = "share"
+BACKLOG_KEY = "backlog"
+DEAD_KEY = "dead"
+# Retry levels are queues named {prefix}.retry.0 … .7: teardown knows them all.
+MAX_RETRY_LEVELS = 8
+
+
+def retry_key(level: int) -> str:
+    return f"retry.{level}"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message as it is published or moved: body, id, headers and the body's content type."""
+
+    body: bytes
+    message_id: str
+    headers: Mapping[str, Any]
+    content_type: str | None
 
 
 def _decode_base64(value: Any) -> Any:
@@ -121,6 +165,10 @@ class ShareMessage(BaseModel):
             context=context or None,
         )
 
+    def envelope(self) -> Envelope:
+        """The message alone (SINGLE_CONTENT_TYPE), its request context as headers."""
+        return Envelope(self.encode(), self.message_id, self.context or {}, SINGLE_CONTENT_TYPE)
+
     def encode(self) -> bytes:
         """The message body (SINGLE_CONTENT_TYPE): MessagePack, absent optional fields left out."""
         # By hand rather than model_dump: this runs once per accepted share, and is 4x cheaper.
@@ -149,6 +197,13 @@ def encode_batch(items: Sequence[bytes]) -> bytes:
     return head + b"".join(items)
 
 
+def batch_envelope(items: Sequence[bytes], message_id: str) -> Envelope:
+    """Several encoded messages as one batch message; their contexts travel inside."""
+    return Envelope(
+        encode_batch(items), message_id, {SHARES_HEADER: len(items)}, BATCH_CONTENT_TYPE
+    )
+
+
 def decode_message(body: bytes, content_type: str | None) -> Any:
     """The plain data of a body by its content type (MessagePack, or an earlier version's JSON),
     not yet validated; UndecodableError when it does not parse at all."""
@@ -174,3 +229,121 @@ def single_type_of(batch_content_type: str | None) -> str:
     if batch_content_type == BATCH_CONTENT_TYPE:
         return SINGLE_CONTENT_TYPE
     return JSON_SINGLE_CONTENT_TYPE
+
+
+class _Batch(BaseModel):
+    shares: list[ShareMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A body, or one item of a batch, that is no share message: as it came, to be parked."""
+
+    body: bytes
+    message_id: str
+    content_type: str | None  # of `body`
+    whole: bool  # the entire message, not one share of a batch
+
+
+def parse_body(
+    body: bytes, content_type: str | None, message_id: str = ""
+) -> tuple[bool, list[ShareMessage | Invalid]]:
+    """Whether the body is a batch, and each share message in it (or what is not one)."""
+    batch = content_type in BATCH_CONTENT_TYPES
+    whole = Invalid(body, message_id, content_type, whole=True)
+    try:
+        data = decode_message(body, content_type)
+    except UndecodableError:
+        return batch, [whole]
+    try:
+        if not batch:
+            return False, [ShareMessage.model_validate(data)]
+        return True, list(_Batch.model_validate(data).shares)
+    except ValidationError:
+        pass
+    items = data.get("shares") if batch and isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return batch, [whole]
+    # A batch with a bad share: validate its shares one by one.
+    parsed: list[ShareMessage | Invalid] = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(ShareMessage.model_validate(item))
+        except ValidationError:
+            item_id = item.get("message_id") if isinstance(item, dict) else None
+            name = item_id if isinstance(item_id, str) and item_id else f"{message_id}.{index}"
+            raw = encode_item(item, content_type)
+            parsed.append(Invalid(raw, name, single_type_of(content_type), whole=False))
+    return True, parsed
+
+
+def shares_in(headers: Mapping[str, Any] | None) -> int:
+    """How many shares a message says it carries (1 unless it is a batch)."""
+    value = (headers or {}).get(SHARES_HEADER, 1)
+    return value if isinstance(value, int) and value > 0 else 1
+
+
+def context_of(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """The request id and trace context among a message's headers (AMQP may give bytes)."""
+    out: dict[str, str] = {}
+    for key in CONTEXT_HEADERS:
+        value = (headers or {}).get(key)
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if isinstance(value, str):
+            out[key] = value
+    return out
+
+
+def one_of_batch(
+    batch: Envelope,
+    body: bytes,
+    message_id: str,
+    context: Mapping[str, str],
+    content_type: str | None,
+) -> Envelope:
+    """One share of a batch as a message of its own, with the batch's headers and its own ids."""
+    headers = {k: v for k, v in clean_headers(batch.headers).items() if k != SHARES_HEADER}
+    headers.update(context)
+    return Envelope(body, message_id, headers, content_type)
+
+
+def clean_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The message's own headers, without what the broker added on its way."""
+    return {k: v for k, v in (headers or {}).items() if k not in BROKER_HEADERS}
+
+
+def attempts_of(headers: Mapping[str, Any] | None) -> int:
+    value = (headers or {}).get(ATTEMPTS, 0)
+    return value if isinstance(value, int) else 0
+
+
+def deliveries_of(headers: Mapping[str, Any] | None) -> int:
+    """How many times the current queue has delivered it (quorum queues count returns)."""
+    value = (headers or {}).get("x-delivery-count", 0)
+    return (value if isinstance(value, int) else 0) + 1
+
+
+def failure_headers(
+    headers: Mapping[str, Any] | None, reason: str, error: str | None, now: str
+) -> dict[str, Any]:
+    """Headers after one more failed attempt: count, reason, first and last failure time."""
+    updated = clean_headers(headers)
+    updated[ATTEMPTS] = attempts_of(headers) + 1
+    updated.setdefault(FIRST_FAILURE, now)
+    updated[LAST_FAILURE] = now
+    updated[REASON] = reason
+    if error is None:
+        updated.pop(ERROR, None)
+    else:
+        updated[ERROR] = error
+    return updated
+
+
+def replay_headers(headers: Mapping[str, Any], replays: int) -> dict[str, Any]:
+    """A dead letter's headers for a fresh start on the work path: no broker history, attempts
+    counted anew, one more replay."""
+    updated = clean_headers(headers)
+    updated.pop(ATTEMPTS, None)
+    updated[REPLAYS] = replays + 1
+    return updated

@@ -19,11 +19,11 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 
-from sharevault.broker import SHARE_KEY, Broker, Topology, delete_topology
+from sharevault.broker import Broker, Topology, delete_topology
 from sharevault.config import Settings, load_settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.db import migrate
-from sharevault.messages import SINGLE_CONTENT_TYPE, ShareMessage
+from sharevault.messages import SHARE_KEY, SINGLE_CONTENT_TYPE, Envelope, ShareMessage
 from sharevault.service import create_app
 from sharevault.worker import ShareWorker, open_worker
 from tests.support import FakePortal
@@ -101,6 +101,7 @@ def settings_factory(database_url: str, amqp_prefix: str) -> Callable[..., Setti
         values: dict[str, object] = {
             "database_url": database_url,
             "amqp_url": AMQP_URL,
+            "amqp_shuffle": False,
             "amqp_prefix": amqp_prefix,
             "webhook_secret": WEBHOOK_SECRET,
             "webhook_secret_previous": PREVIOUS_SECRET,
@@ -214,13 +215,13 @@ def seal_message(
 
 async def publish_junk(broker: Broker, message_id: str = "junk") -> None:
     """A message that is not what its content type says: the worker parks it, replay skips it."""
-    await broker.publish_raw(
-        b"{not json",
-        message_id=message_id,
-        routing_key=SHARE_KEY,
-        timeout=5,
-        content_type=SINGLE_CONTENT_TYPE,
-    )
+    junk = Envelope(b"{not json", message_id, {}, SINGLE_CONTENT_TYPE)
+    await broker.publisher.publish(junk, routing_key=SHARE_KEY, timeout=5)
+
+
+async def publish_share(broker: Broker, message: ShareMessage, timeout: float = 5) -> None:
+    """Publish one share alone to the live route, with confirm (as an idle gateway would)."""
+    await broker.publisher.publish(message.envelope(), routing_key=SHARE_KEY, timeout=timeout)
 
 
 @pytest.fixture
@@ -239,6 +240,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "SHAREVAULT_DATABASE_URL": settings.database_url.get_secret_value(),
         "SHAREVAULT_AMQP_URL": settings.amqp_url.get_secret_value(),
         "SHAREVAULT_AMQP_PREFIX": settings.amqp_prefix,
+        "SHAREVAULT_AMQP_SHUFFLE": "true" if settings.amqp_shuffle else "false",
         "SHAREVAULT_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
         "SHAREVAULT_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
         "SHAREVAULT_PORTAL_API_URL": settings.portal_api_url,

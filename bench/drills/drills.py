@@ -14,7 +14,8 @@ import asyncpg
 
 from bench.drills.load import BackupLoad, LoadShape
 from bench.drills.stack import DrillStack
-from sharevault.broker import SHARE_KEY, Broker
+from sharevault.messages import SHARE_KEY, Envelope
+from sharevault.wiring import broker_of
 
 DUPLICATE = "x-drill-duplicate"
 
@@ -283,7 +284,7 @@ async def duplicate_delivery(ctx: DrillContext) -> None:
     """Every message the gateway published goes to the queue a second time, while load runs."""
     published = 0
     deadline = time.monotonic() + ctx.plan.duplicate_seconds
-    async with Broker.from_settings(ctx.stack.settings(), name="drill-duplicator") as broker:
+    async with broker_of(ctx.stack.settings(), name="drill-duplicator") as broker:
         await broker.wait_ready(10)
         journal = broker.topology.journal
         offset: dict[str, Any] = {"x-stream-offset": "first"}
@@ -293,14 +294,13 @@ async def duplicate_delivery(ctx: DrillContext) -> None:
                 if delivery is None:
                     continue
                 if DUPLICATE not in (delivery.headers or {}):
-                    await broker.publish_raw(
+                    again = Envelope(
                         delivery.body,
-                        message_id=delivery.message_id or "",
-                        routing_key=SHARE_KEY,
-                        timeout=5,
-                        headers={DUPLICATE: 1},
-                        content_type=delivery.content_type,
+                        delivery.message_id or "",
+                        {DUPLICATE: 1},
+                        delivery.content_type,
                     )
+                    await broker.publisher.publish(again, routing_key=SHARE_KEY, timeout=5)
                     published += 1
                 await delivery.ack()
     ctx.end_fault()

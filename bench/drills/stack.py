@@ -13,8 +13,9 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from sharevault.broker import Broker, Topology, delete_topology
+from sharevault.broker import Topology, delete_topology
 from sharevault.config import Settings, load_settings
+from sharevault.wiring import broker_of
 from tests.support import FakePortal
 from tests.support.faultproxy import FaultProxy
 from tests.support.pgcluster import PgCluster, free_port
@@ -188,9 +189,9 @@ class DrillStack:
 
     async def queued(self) -> dict[str, int]:
         """Messages ready in the live, backlog and dead-letter queues (none once drained)."""
-        async with Broker.from_settings(self.settings(), name="drill-count", robust=False) as b:
+        async with broker_of(self.settings(), name="drill-count", robust=False) as b:
             names = (b.topology.shares, b.topology.backlog, b.topology.dead)
-            return {name: await b.queue_depth(name) for name in names}
+            return {name: await b.admin.queue_depth(name) for name in names}
 
     def worker_stats(self) -> Iterator[dict[str, int]]:
         for worker in self.workers:

@@ -1,12 +1,22 @@
-"""RabbitMQ: the only package that imports aio-pika (topology, connection, consuming)."""
+"""RabbitMQ: the only package that imports aio-pika (link, publisher, admin, topology,
+consuming)."""
 
 from __future__ import annotations
 
-from sharevault.broker.connection import Broker, BrokerUnavailable
-from sharevault.broker.consuming import Consuming, Deliveries, Lane, is_stale
+from sharevault.broker.admin import Admin
+from sharevault.broker.connection import Broker
+from sharevault.broker.consuming import (
+    BrokerUnavailable,
+    Consuming,
+    Deliveries,
+    Delivery,
+    Lane,
+    is_stale,
+    split_urls,
+)
+from sharevault.broker.publisher import Publisher
 from sharevault.broker.topology import (
     QUORUM,
-    SHARE_KEY,
     QueueOptions,
     Topology,
     declare_topology,
@@ -15,15 +25,18 @@ from sharevault.broker.topology import (
 
 __all__ = [
     "QUORUM",
-    "SHARE_KEY",
+    "Admin",
     "Broker",
     "BrokerUnavailable",
     "Consuming",
     "Deliveries",
+    "Delivery",
     "Lane",
+    "Publisher",
     "QueueOptions",
     "Topology",
     "declare_topology",
     "delete_topology",
     "is_stale",
+    "split_urls",
 ]

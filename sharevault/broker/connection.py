@@ -1,144 +1,104 @@
-"""RabbitMQ: the broker link of a process, publish with confirm; queue names in topology.py,
-consuming and reading in consuming.py."""
+"""RabbitMQ: the broker link of a process, on the first of its hosts that answers and on another
+after a loss. Publishing in publisher.py, counts and locks in admin.py, queue names in
+topology.py, consuming and reading in consuming.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aio_pika
 import aiormq
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractExchange,
-    FieldValue,
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_random_exponential,
 )
-from aio_pika.connection import make_url
 
+from sharevault.broker.admin import Admin
 from sharevault.broker.consuming import (
     CLOSE_WAIT,
     CONNECT_ERRORS,
+    BrokerUnavailable,
     Consuming,
-    ConsumingLost,
     Deliveries,
     Lane,
+    connect_first,
     consume_lanes,
+    node_of,
     read_queue,
+    split_urls,
 )
-from sharevault.broker.topology import (
-    BACKLOG_KEY,
-    SHARE_KEY,
-    QueueOptions,
-    Topology,
-    declare_topology,
-)
-from sharevault.coalescing import Coalescer, Coalescing
-from sharevault.config import Settings
-from sharevault.messages import ShareMessage
-from sharevault.metrics import DETOUR
+from sharevault.broker.publisher import Publisher
+from sharevault.broker.topology import QueueOptions, Topology, declare_topology
 
 log = logging.getLogger(__name__)
 
-_CONNECT_ERRORS = CONNECT_ERRORS
-CONNECT_ATTEMPT = 15.0  # seconds one connection attempt may take, handshake included
-LIVE_CHECK_TIMEOUT = 5.0  # a look at the live queue's consumers that takes longer is skipped
-_PUBLISH_ERRORS = (
-    aio_pika.exceptions.DeliveryError,
-    aio_pika.exceptions.PublishError,
-    aio_pika.exceptions.AMQPError,
-    aiormq.exceptions.AMQPError,
-    ConnectionError,
-    RuntimeError,
-)
-
-
-class BrokerUnavailable(Exception):
-    """The broker did not confirm: it is unreachable, refused the message, or was too slow."""
+# Pauses between attempts to link again: jittered, growing from 0.2 s up to this.
+RECONNECT_MAX = 5.0
 
 
 class Broker:
-    """One robust connection and one confirming channel; connects (and reconnects) in background."""
+    """The link to the broker: one connection and one confirming channel, connected (and after
+    a loss, connected again) in the background; `publisher` and `admin` work over it."""
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         prefix: str,
         *,
         name: str = "sharevault",
         options: QueueOptions | None = None,
         robust: bool = True,
-        coalescing: Coalescing | None = None,
+        declare: bool = True,
+        shuffle: bool = False,
     ) -> None:
-        self._url = url
+        self._urls = split_urls(urls)
+        if shuffle:
+            # Spread the processes over a cluster's nodes, as RabbitMQ's client guides advise.
+            random.shuffle(self._urls)
         self.topology = Topology(prefix)
         self.options = options or QueueOptions()
         self._name = name
         self._robust = robust
+        self._declare = declare
+        self._url: str | None = None
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
-        self._connect_task: asyncio.Task[None] | None = None
+        self._link_task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
         self.declared = asyncio.Event()
         self._down_since: float | None = time.time()
         self._last_error = "not connected yet"
         self._closing = False
-        self._detour = False
-        self._coalescer = Coalescer(
-            self.publish_raw,
-            self._ingest_key,
-            coalescing or Coalescing(),
-            stopped=lambda: BrokerUnavailable("publisher stopped before the confirm"),
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, name: str, robust: bool = True) -> Broker:
-        """The broker of these settings, its queues declared with their arguments."""
-        return cls(
-            settings.amqp_url.get_secret_value(),
-            settings.amqp_prefix,
-            name=name,
-            options=QueueOptions.from_settings(settings),
-            robust=robust,
-            coalescing=Coalescing(
-                linger=settings.publish_linger_ms / 1000,
-                in_flight=settings.publish_in_flight,
-                max_shares=settings.publish_batch,
-                max_bytes=settings.publish_batch_bytes,
-            ),
-        )
+        self.publisher = Publisher(self)
+        self.admin = Admin(self)
 
     async def __aenter__(self) -> Broker:
         if self._robust:
-            self._connect_task = asyncio.create_task(self._connect_forever(), name="broker-connect")
+            self._link_task = asyncio.create_task(self._keep_linked(), name="broker-link")
             return self
-        # Operator tools: one attempt, a clear error, and no silent reconnect mid-operation.
-        try:
-            conn = await aio_pika.connect(self._url, timeout=5, **self._props())
-        except _CONNECT_ERRORS as exc:
-            raise BrokerUnavailable(f"broker unreachable ({type(exc).__name__})") from None
-        await self._open_channel(conn)
+        # Operator tools: one pass over the hosts, a clear error, no silent reconnect.
+        await self._link_once()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._coalescer.close(CLOSE_WAIT)
         self._closing = True
-        if self._connect_task is not None:
-            self._connect_task.cancel()
-            await asyncio.gather(self._connect_task, return_exceptions=True)
+        if self._link_task is not None:
+            self._link_task.cancel()
+            await asyncio.gather(self._link_task, return_exceptions=True)
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_WAIT):
                     await self._connection.close()
-
-    def _props(self) -> dict[str, Any]:
-        return {"client_properties": {"connection_name": self._name}}
 
     async def wait_ready(self, timeout: float) -> None:
         """Block until the topology is declared (start-up of tests and workers)."""
@@ -150,11 +110,15 @@ class Broker:
         return (
             self.declared.is_set()
             and conn is not None
-            and not conn.is_closed
+            and _alive(conn)
             and channel is not None
             and not channel.is_closed
-            and conn.connected.is_set()
         )
+
+    @property
+    def node(self) -> str | None:
+        """host:port of the node the link is on (None while not connected)."""
+        return node_of(self._url) if self._url is not None and self.ready else None
 
     @property
     def problem(self) -> str | None:
@@ -164,163 +128,113 @@ class Broker:
         since = self._down_since or time.time()
         return f"not connected for {time.time() - since:.1f}s ({self._last_error}); reconnecting"
 
-    async def _connect_forever(self) -> None:
-        delay = 0.2
+    async def _keep_linked(self) -> None:
         while True:
-            # Built by hand rather than with connect_robust, so that an attempt that hangs (seen
-            # behind a proxy that resets every handshake) is bounded and its connection closed.
-            conn = aio_pika.RobustConnection(
-                make_url(self._url, reconnect_interval=1), **self._props()
-            )
-            try:
-                async with asyncio.timeout(CONNECT_ATTEMPT):
-                    await conn.connect(timeout=5)
-            except _CONNECT_ERRORS as exc:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(BrokerUnavailable),
+                wait=wait_random_exponential(multiplier=0.2, max=RECONNECT_MAX),
+                before_sleep=self._retrying,
+            ):
+                with attempt:
+                    await self._link_once()
+            await self._lost.wait()
+            self._lost.clear()
+
+    def _retrying(self, state: RetryCallState) -> None:
+        log.warning("broker link: %s; retrying in %.1fs", self._last_error, state.upcoming_sleep)
+
+    def _hosts(self) -> list[str]:
+        """Every host, the one we were on last: after a loss, another node is tried first."""
+        if self._url not in self._urls:
+            return list(self._urls)
+        index = self._urls.index(self._url) + 1
+        return self._urls[index:] + self._urls[:index]
+
+    async def _link_once(self) -> None:
+        """Connect (if the connection is gone) and open the confirming channel."""
+        conn = self._connection
+        if conn is None or not _alive(conn):
+            self._connection = None
+            if conn is not None:
                 with contextlib.suppress(Exception):
-                    await conn.close()
-                self._last_error = f"unreachable: {type(exc).__name__}"
-                log.warning("broker unreachable (%s), retrying in %.1fs", type(exc).__name__, delay)
-            else:
-                try:
-                    await self._open_channel(conn)
-                except _CONNECT_ERRORS as exc:
-                    # Lost while declaring: start over on a fresh connection.
-                    self._last_error = f"lost while declaring: {type(exc).__name__}"
-                    log.warning("broker %s, retrying in %.1fs", self._last_error, delay)
-                    with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_WAIT):
                         await conn.close()
-                else:
-                    conn.close_callbacks.add(self._on_lost)
-                    conn.reconnect_callbacks.add(self._on_reconnected)
-                    self._connection = conn
-                    return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            try:
+                conn, self._url = await connect_first(self._hosts(), self._name)
+            except BrokerUnavailable as exc:
+                self._last_error = str(exc)
+                raise
+            conn.close_callbacks.add(self._on_lost)
+            self._connection = conn
+        try:
+            await self._open_channel(conn)
+        except CONNECT_ERRORS as exc:
+            # Lost while declaring: start over on a fresh connection.
+            self._last_error = f"lost while declaring: {type(exc).__name__}"
+            self._connection = None
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise BrokerUnavailable(self._last_error) from None
 
     async def _open_channel(self, conn: AbstractConnection) -> None:
-        await declare_topology(self._url, self.topology, self.options)
+        if self._declare and not self.declared.is_set() and self._url is not None:
+            await declare_topology(self._url, self.topology, self.options)
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        # ensure=False: no passive declare that a robust channel would repeat when it reopens.
-        # Were the exchange deleted under us, the broker would close the channel on every
-        # publish; re-declaring it on each reopen would fail again, in a loop that never ends.
+        # ensure=False: no passive declare when the channel reopens. Were the exchange deleted
+        # under us, the broker would close the channel on every publish; declaring it on each
+        # reopen would fail again, in a loop that never ends.
         self._exchange = await channel.get_exchange(self.topology.ingest, ensure=False)
-        self._connection = conn
+        channel.close_callbacks.add(self._on_lost)
         self._channel = channel
-        self._down_since = None
-        self.declared.set()
-        log.info("broker connected, topology %s declared", self.topology.prefix)
-
-    def _on_lost(self, _sender: object, exc: BaseException | None = None) -> None:
-        if self._closing or self._down_since is not None:
-            return  # our own close, or already said
-        self._down_since = time.time()
-        self._last_error = f"connection lost: {type(exc).__name__}" if exc else "connection closed"
-        log.warning("broker %s; reconnecting every 1s", self._last_error)
-
-    def _on_reconnected(self, _sender: object) -> None:
         down = time.time() - (self._down_since or time.time())
         self._down_since = None
-        log.info("broker reconnected after %.1fs; consumers resume", down)
-
-    @property
-    def detoured(self) -> bool:
-        """True while new shares go straight to the backlog (`watch_live`)."""
-        return self._detour
-
-    def _ingest_key(self) -> str:
-        return BACKLOG_KEY if self._detour else SHARE_KEY
-
-    async def watch_live(self, every: float) -> None:
-        """Forever (the gateway runs it): look every `every` seconds whether any worker consumes
-        the live queue. While none does, new shares go straight to the backlog queue (and the
-        journal, as ever): they would only wait out the live TTL there and move to the backlog
-        anyway, and that move (at-least-once dead-lettering) costs the broker a second durable
-        write of every share, just when it is under the most strain. Shares are as durable on
-        either route; workers drain both, live first."""
-        while True:
-            try:
-                async with asyncio.timeout(LIVE_CHECK_TIMEOUT):
-                    counts = await self.queue_counts(self.topology.shares)
-            except (BrokerUnavailable, *_PUBLISH_ERRORS, TimeoutError):
-                pass  # the broker link is away: /readyz says so; keep the route we had
-            else:
-                self._set_detour(counts is not None and counts[1] == 0)
-            await asyncio.sleep(every)
-
-    def _set_detour(self, detour: bool) -> None:
-        if detour == self._detour:
-            return
-        self._detour = detour
-        DETOUR.set(1 if detour else 0)
-        if detour:
-            log.warning("no worker consumes %s: new shares go to the backlog", self.topology.shares)
+        if self.declared.is_set():
+            log.info("broker link back on %s after %.1fs", node_of(self._url or ""), down)
         else:
-            log.info("a worker consumes %s again: new shares go live", self.topology.shares)
+            self.declared.set()
+            log.info(
+                "broker connected to %s, topology %s",
+                node_of(self._url or ""),
+                self.topology.prefix,
+            )
 
-    async def publish(self, message: ShareMessage, *, timeout: float) -> None:
-        """Publish a share persistently (coalesced with those accepted alongside it, see
-        coalescing.py) and wait for the broker's confirm; BrokerUnavailable otherwise."""
-        await self._coalescer.publish(message, timeout=timeout)
+    def _on_lost(self, sender: object, exc: BaseException | None = None) -> None:
+        if self._closing or (sender is not self._connection and sender is not self._channel):
+            return  # our own close, or a connection or channel already replaced
+        if self._down_since is None:
+            self._down_since = time.time()
+            what = "connection lost" if sender is self._connection else "channel closed"
+            self._last_error = f"{what}: {type(exc).__name__}" if exc else what
+            log.warning("broker %s; linking again", self._last_error)
+        self._lost.set()
 
-    async def publish_raw(
-        self,
-        body: bytes,
-        *,
-        message_id: str,
-        routing_key: str,
-        timeout: float,
-        headers: Mapping[str, Any] | None = None,
-        exchange: str | None = None,
-        expiration: float | None = None,
-        content_type: str | None,
-    ) -> None:
-        """Publish to `exchange` (default ingest, "" the default exchange) and await the confirm.
-        `content_type` says how the body is encoded (schemas/message.py): always said, as a
-        body moved from one queue to another must keep its own."""
-        if not self.ready or self._exchange is None or self._channel is None:
+    def confirming(self) -> tuple[AbstractChannel, AbstractExchange]:
+        """The confirming channel and the ingest exchange (Publisher); BrokerUnavailable when
+        the link is down."""
+        if not self.ready or self._channel is None or self._exchange is None:
             raise BrokerUnavailable("broker not connected")
-        msg = aio_pika.Message(
-            body,
-            message_id=message_id,
-            content_type=content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            timestamp=time.time(),
-            headers=dict(headers or {}),
-            expiration=expiration,
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                target = self._exchange
-                if exchange == "":
-                    target = self._channel.default_exchange
-                elif exchange is not None:
-                    target = await self._get_exchange(self._channel, exchange)
-                await target.publish(msg, routing_key=routing_key, mandatory=True)
-        except TimeoutError:
-            raise BrokerUnavailable("no confirm in time") from None
-        except _PUBLISH_ERRORS as exc:
-            raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from None
+        return self._channel, self._exchange
 
-    async def _get_exchange(self, channel: AbstractChannel, name: str) -> AbstractExchange:
-        # One object per exchange, not per message (DLQ tools republish thousands); not declared,
-        # as above: the topology is declared when the broker connects.
-        if name not in self._exchanges:
-            self._exchanges[name] = await channel.get_exchange(name, ensure=False)
-        return self._exchanges[name]
+    async def plain_channel(self) -> aiormq.abc.AbstractChannel:
+        """A channel of this connection that never reopens by itself (Admin). A robust one that
+        the broker closes (a 404 answering a passive declare) reopened and stayed open: the
+        gateway's queue gauges leaked one per sample while a queue was missing."""
+        if self._connection is None or self._connection.transport is None:
+            raise BrokerUnavailable("broker not connected")
+        return await self._connection.transport.connection.channel()
 
     @asynccontextmanager
     async def consuming(self, lanes: Sequence[Lane]) -> AsyncIterator[Consuming]:
-        """Consume the lanes on a connection of their own (see consuming.consume_lanes)."""
+        """Consume the lanes on a connection of their own (see consuming.consume_lanes), on the
+        node of the link first."""
         await self.declared.wait()
-        try:
-            async with consume_lanes(self._url, f"{self._name}-consumer", lanes) as session:
-                yield session
-        except ConsumingLost as exc:
-            raise BrokerUnavailable(str(exc)) from None
+        hosts = self._hosts()
+        async with consume_lanes(hosts[-1:] + hosts[:-1], f"{self._name}-consumer", lanes) as s:
+            yield s
 
     @asynccontextmanager
     async def reader(
-        self, queue: str, *, prefetch: int, arguments: dict[str, FieldValue] | None = None
+        self, queue: str, *, prefetch: int, arguments: Mapping[str, Any] | None = None
     ) -> AsyncIterator[Deliveries]:
         """Deliveries of a queue or stream on this connection (see consuming.read_queue)."""
         if self._connection is None:
@@ -328,38 +242,7 @@ class Broker:
         async with read_queue(self._connection, queue, prefetch, arguments) as deliveries:
             yield deliveries
 
-    async def hold_lock(self, name: str) -> None:
-        """Own an exclusive queue as a mutex until this connection closes; raises when taken."""
-        channel = await self._plain_channel()
-        try:
-            await channel.queue_declare(name, exclusive=True, auto_delete=True)
-        except aiormq.exceptions.ChannelLockedResource:
-            raise BrokerUnavailable(f"{name} is held by another command") from None
 
-    async def queue_depth(self, name: str) -> int:
-        """Messages ready in a queue (not counting unacked ones)."""
-        counts = await self.queue_counts(name)
-        if counts is None:
-            raise BrokerUnavailable(f"queue {name} does not exist")
-        return counts[0]
-
-    async def queue_counts(self, name: str) -> tuple[int, int] | None:
-        """(messages ready, consumers) of a queue, None when it does not exist (`stats`)."""
-        channel = await self._plain_channel()
-        try:
-            declared = await channel.queue_declare(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return None  # the broker closed this channel with its answer
-        finally:
-            if not channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await channel.close()
-        return int(declared.message_count or 0), int(declared.consumer_count or 0)
-
-    async def _plain_channel(self) -> aiormq.abc.AbstractChannel:
-        """A channel of this connection that never reopens by itself. A robust one that the
-        broker closes (a 404 answering a passive declare) reopens and stays open: the gateway's
-        queue gauges leaked one per sample while a queue was missing."""
-        if self._connection is None or self._connection.transport is None:
-            raise BrokerUnavailable("broker not connected")
-        return await self._connection.transport.connection.channel()
+def _alive(conn: AbstractConnection) -> bool:
+    """Not closed by us, nor lost (a lost connection is not `is_closed` until closed)."""
+    return not conn.is_closed and conn.connected.is_set()

@@ -9,14 +9,12 @@ import aio_pika
 import aiormq
 from aio_pika.abc import FieldValue
 
-from sharevault.config import MAX_RETRY_LEVELS, Settings
+from sharevault.broker.consuming import connect_first, split_urls
+from sharevault.messages import BACKLOG_KEY, DEAD_KEY, MAX_RETRY_LEVELS, SHARE_KEY, retry_key
 
 log = logging.getLogger(__name__)
 
 QUORUM: dict[str, FieldValue] = {"x-queue-type": "quorum"}
-SHARE_KEY = "share"
-BACKLOG_KEY = "backlog"
-DEAD_KEY = "dead"
 
 
 @dataclass(frozen=True)
@@ -29,17 +27,6 @@ class QueueOptions:
     journal_max_age: str = "7D"
     journal_max_bytes: int = 10_000_000_000
     journal_segment_bytes: int = 100_000_000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> QueueOptions:
-        return cls(
-            live_ttl_ms=round(settings.live_ttl * 1000),
-            delivery_limit=settings.delivery_limit,
-            retry_levels=len(settings.retry_delays),
-            journal_max_age=settings.journal_max_age,
-            journal_max_bytes=settings.journal_max_bytes,
-            journal_segment_bytes=settings.journal_segment_bytes,
-        )
 
 
 @dataclass(frozen=True)
@@ -128,7 +115,7 @@ def _queue_arguments(topology: Topology, options: QueueOptions) -> dict[str, dic
 def _bindings(topology: Topology, retry_levels: int) -> list[tuple[str, str, str]]:
     """(queue, exchange, routing key): one ingest publish lands in the live queue and journal,
     or (while no worker consumes the live queue, docs/queues.md) in the backlog and journal."""
-    retries = [(topology.retry(n), topology.recover, f"retry.{n}") for n in range(retry_levels)]
+    retries = [(topology.retry(n), topology.recover, retry_key(n)) for n in range(retry_levels)]
     return [
         (topology.shares, topology.ingest, SHARE_KEY),
         (topology.journal, topology.ingest, SHARE_KEY),
@@ -141,8 +128,9 @@ def _bindings(topology: Topology, retry_levels: int) -> list[tuple[str, str, str
 
 
 async def declare_topology(url: str, topology: Topology, options: QueueOptions) -> None:
-    """Declare exchanges, queues and bindings idempotently, on a short connection of its own."""
-    conn = await aio_pika.connect(url, timeout=5)
+    """Declare exchanges, queues and bindings idempotently, on a short connection of its own
+    (to the first of the URLs, comma-separated, that answers)."""
+    conn, _ = await connect_first(split_urls(url), "sharevault-declare")
     try:
         channel = await conn.channel()
         for name in topology.exchanges:
@@ -164,7 +152,7 @@ async def declare_topology(url: str, topology: Topology, options: QueueOptions) 
 
 async def delete_topology(url: str, topology: Topology) -> None:
     """Remove every queue and exchange of a prefix (tests, teardown of a tenant)."""
-    conn = await aio_pika.connect(url, timeout=5)
+    conn, _ = await connect_first(split_urls(url), "sharevault-delete")
     try:
         channel = await conn.channel()
         for name in topology.queues:

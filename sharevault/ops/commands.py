@@ -65,13 +65,13 @@ def _selection(**given: Any) -> Selection:
 
 
 def _sweep(selection: Selection, action: Action) -> Sweep:
-    from sharevault.broker import Broker
     from sharevault.ops.dlq import sweep
+    from sharevault.wiring import broker_of
 
     settings = settings_or_exit()
 
     async def go() -> Sweep:
-        async with Broker.from_settings(settings, name="sharevault-dlq", robust=False) as broker:
+        async with broker_of(settings, name="sharevault-dlq", robust=False) as broker:
             return await sweep(broker, selection, action, timeout=settings.publish_timeout)
 
     result = run_or_exit(go)
@@ -192,10 +192,10 @@ def replay(
     since: datetime, until: datetime | None, client: str | None, batch_size: int, as_json: bool
 ) -> None:
     """Re-feed storage from the ingest journal; replaying twice changes nothing."""
-    from sharevault.broker import Broker
     from sharevault.crypto import Keyring
     from sharevault.db import open_store
     from sharevault.ops.replay import ReplayRange, ReplaySummary, replay_journal
+    from sharevault.wiring import broker_of
 
     settings = settings_or_exit()
     bar = _Bar()
@@ -203,7 +203,7 @@ def replay(
     async def go() -> ReplaySummary:
         dsn = settings.database_url.get_secret_value()
         async with (
-            Broker.from_settings(settings, name="sharevault-replay", robust=False) as broker,
+            broker_of(settings, name="sharevault-replay", robust=False) as broker,
             open_store(dsn, size=2) as store,
         ):
             selection = ReplayRange(since, until, client)

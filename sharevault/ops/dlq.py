@@ -10,21 +10,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
-
-from sharevault.broker import Broker
-from sharevault.broker.topology import BACKLOG_KEY, DEAD_KEY
-from sharevault.messages import UndecodableError, decode_message
-from sharevault.ops.times import show
-from sharevault.worker.retry import (
+from sharevault.broker import Broker, Delivery
+from sharevault.messages import (
     ATTEMPTS,
+    BACKLOG_KEY,
+    DEAD_KEY,
     ERROR,
     FIRST_FAILURE,
     LAST_FAILURE,
     REASON,
     REPLAYS,
-    clean_headers,
+    Envelope,
+    UndecodableError,
+    decode_message,
+    replay_headers,
 )
+from sharevault.ops.times import show
 
 # How long to wait for the next of the messages counted at the start before calling it a change.
 DELIVERY_WAIT = 10.0
@@ -188,13 +189,13 @@ async def sweep(
     it (re-published to the tail), replay it (to the backlog) or drop it — acking it only after
     the broker confirmed where it went, so a crash at any point loses nothing."""
     topology = broker.topology
-    await broker.hold_lock(topology.dlq_lock)
-    result = Sweep(total=await broker.queue_depth(topology.dead))
+    await broker.admin.hold_lock(topology.dlq_lock)
+    result = Sweep(total=await broker.admin.queue_depth(topology.dead))
     if result.total == 0:
         return result
     async with broker.reader(topology.dead, prefetch=min(result.total, CHUNK)) as deliveries:
         while result.seen < result.total:
-            chunk: list[AbstractIncomingMessage] = []
+            chunk: list[Delivery] = []
             while len(chunk) < min(CHUNK, result.total - result.seen):
                 delivery = await deliveries.next(DELIVERY_WAIT)
                 if delivery is None:
@@ -215,7 +216,7 @@ async def sweep(
 
 async def _settle(
     broker: Broker,
-    delivery: AbstractIncomingMessage,
+    delivery: Delivery,
     selection: Selection,
     action: Action,
     result: Sweep,
@@ -233,20 +234,12 @@ async def _settle(
     if chosen is Action.DROP:
         return
     if chosen is Action.REPLAY:
-        # A fresh start on the work path: no broker history, attempts counted anew.
-        headers = clean_headers(headers)
-        headers.pop(ATTEMPTS, None)
-        headers[REPLAYS] = letter.replays + 1
+        headers = replay_headers(headers, letter.replays)
         key = BACKLOG_KEY
     else:
         headers.pop("x-delivery-count", None)
         key = DEAD_KEY
-    await broker.publish_raw(
-        delivery.body,
-        message_id=delivery.message_id or "",
-        routing_key=key,
-        exchange=broker.topology.recover,
-        headers=headers,
-        timeout=timeout,
-        content_type=delivery.content_type,
+    envelope = Envelope(delivery.body, delivery.message_id or "", headers, delivery.content_type)
+    await broker.publisher.publish(
+        envelope, routing_key=key, exchange=broker.topology.recover, timeout=timeout
     )

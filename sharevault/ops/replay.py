@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from aio_pika.abc import AbstractIncomingMessage, FieldValue
-
-from sharevault.broker import Broker, BrokerUnavailable, Deliveries
+from sharevault.broker import Broker, BrokerUnavailable, Deliveries, Delivery
 from sharevault.crypto import Keyring
 from sharevault.db import SealedRow, Store
+from sharevault.messages import Envelope
 from sharevault.metrics import REPLAY_MESSAGES
 from sharevault.ops.times import to_micros
 from sharevault.worker.decode import open_body
@@ -70,7 +69,7 @@ async def replay_journal(
     end_offset, marker = await _mark_end(broker)
     summary = ReplaySummary()
     rows: list[SealedRow] = []
-    start: dict[str, FieldValue] = {OFFSET: selection.since}
+    start: dict[str, Any] = {OFFSET: selection.since}
     async with broker.reader(broker.topology.journal, prefetch=PREFETCH, arguments=start) as it:
         started = False
         async for delivery in _until_marker(it, marker):
@@ -95,15 +94,8 @@ async def _mark_end(broker: Broker) -> tuple[int, str]:
     """Append a marker to the journal and find its offset: the replay stops there."""
     marker = uuid.uuid4().hex
     journal = broker.topology.journal
-    await broker.publish_raw(
-        b"{}",
-        message_id=f"marker-{marker}",
-        routing_key=journal,
-        exchange="",
-        headers={MARKER: marker},
-        timeout=10,
-        content_type="application/json",
-    )
+    envelope = Envelope(b"{}", f"marker-{marker}", {MARKER: marker}, "application/json")
+    await broker.publisher.publish(envelope, routing_key=journal, exchange="", timeout=10)
     async with broker.reader(journal, prefetch=PREFETCH, arguments={OFFSET: "last"}) as it:
         while (delivery := await it.next(IDLE_WAIT)) is not None:
             await delivery.ack()
@@ -112,7 +104,7 @@ async def _mark_end(broker: Broker) -> tuple[int, str]:
     raise BrokerUnavailable("the journal did not show the end marker in time")
 
 
-async def _until_marker(it: Deliveries, marker: str) -> AsyncIterator[AbstractIncomingMessage]:
+async def _until_marker(it: Deliveries, marker: str) -> AsyncIterator[Delivery]:
     """Journal messages up to our end marker (or IDLE_WAIT seconds of silence)."""
     while (delivery := await it.next(IDLE_WAIT)) is not None:
         mark = (delivery.headers or {}).get(MARKER)
@@ -125,21 +117,19 @@ async def _until_marker(it: Deliveries, marker: str) -> AsyncIterator[AbstractIn
         yield delivery
 
 
-def _offset(delivery: AbstractIncomingMessage) -> int:
+def _offset(delivery: Delivery) -> int:
     value: Any = (delivery.headers or {}).get(OFFSET, 0)
     return int(value)
 
 
-def _rows(
-    delivery: AbstractIncomingMessage, keyring: Keyring, summary: ReplaySummary
-) -> list[SealedRow]:
+def _rows(delivery: Delivery, keyring: Keyring, summary: ReplaySummary) -> list[SealedRow]:
     """The shares of one journal message (one, or a batch); counts what can never be stored."""
-    contents = open_body(delivery.body, keyring, content_type=delivery.content_type)
-    rows = [share.row for share in contents.opened]
-    summary.read += len(rows) + len(contents.flawed)
-    if contents.flawed:
-        summary.skipped += len(contents.flawed)
-        REPLAY_MESSAGES.labels("skipped").inc(len(contents.flawed))
+    decoded = open_body(delivery.body, keyring, content_type=delivery.content_type)
+    rows = [share.row for share in decoded.shares]
+    summary.read += len(rows) + len(decoded.unstorable)
+    if decoded.unstorable:
+        summary.skipped += len(decoded.unstorable)
+        REPLAY_MESSAGES.labels("skipped").inc(len(decoded.unstorable))
     if rows and summary.first_version is None:
         summary.first_version = min(row.version for row in rows)
     return rows

@@ -13,8 +13,6 @@ from sharevault.config import Settings
 from sharevault.ops.cliutil import settings_or_exit
 
 if TYPE_CHECKING:
-    from aio_pika.abc import FieldValue
-
     from sharevault.broker import Broker
 
 # How long to wait for the journal's first message: an empty stream delivers nothing at all.
@@ -83,9 +81,11 @@ async def _database_stats(settings: Settings) -> dict[str, Any]:
 
 
 async def _broker_stats(settings: Settings) -> dict[str, Any]:
-    from sharevault.broker import Broker
+    from sharevault.wiring import broker_of
 
-    async with Broker.from_settings(settings, name="sharevault-stats", robust=False) as broker:
+    # declare=False: a look never creates a queue (counts are passive declares).
+    link = broker_of(settings, name="sharevault-stats", robust=False, declare=False)
+    async with link as broker:
         topology = broker.topology
         roles = [(topology.shares, "live"), (topology.backlog, "backlog")]
         roles += [
@@ -95,7 +95,7 @@ async def _broker_stats(settings: Settings) -> dict[str, Any]:
         roles.append((topology.dead, "dead letters"))
         queues: list[dict[str, Any]] = []
         for name, role in roles:
-            counts = await broker.queue_counts(name)
+            counts = await broker.admin.queue_counts(name)
             messages, consumers = counts if counts is not None else (None, None)
             queues.append(
                 {"name": name, "role": role, "messages": messages, "consumers": consumers}
@@ -110,14 +110,17 @@ async def _journal(broker: Broker, settings: Settings) -> dict[str, Any]:
     from sharevault.ops.times import show
 
     oldest: dict[str, Any] = {"oldest": None, "first_offset": None}
-    offset: dict[str, FieldValue] = {"x-stream-offset": "first"}
-    # Prefetch 1 and no ack: nothing else is delivered; the stream forgets it at the close.
-    async with broker.reader(broker.topology.journal, prefetch=1, arguments=offset) as it:
-        first = await it.next(JOURNAL_WAIT)
-        if first is not None:
-            oldest["oldest"] = show(first.timestamp) if first.timestamp else None
-            position: Any = (first.headers or {}).get("x-stream-offset", 0)
-            oldest["first_offset"] = int(position)
+    offset: dict[str, Any] = {"x-stream-offset": "first"}
+    first = None
+    # Only a journal that exists is read (a look never creates one). Prefetch 1 and no ack:
+    # nothing else is delivered; the stream forgets it at the close.
+    if await broker.admin.queue_counts(broker.topology.journal) is not None:
+        async with broker.reader(broker.topology.journal, prefetch=1, arguments=offset) as it:
+            first = await it.next(JOURNAL_WAIT)
+    if first is not None:
+        oldest["oldest"] = show(first.timestamp) if first.timestamp else None
+        position: Any = (first.headers or {}).get("x-stream-offset", 0)
+        oldest["first_offset"] = int(position)
     return {
         "name": broker.topology.journal,
         "max_age": settings.journal_max_age,

@@ -8,7 +8,6 @@ from aiohttp import web
 
 from sharevault import memory
 from sharevault.background import running
-from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
 from sharevault.db import Bounds, CommitListener, open_store
@@ -20,7 +19,9 @@ from sharevault.service.appkeys import (
     CLOCK,
     KEYRING,
     PORTAL,
+    ROUTE,
     SETTINGS,
+    SHARES,
     STORE,
     WAITER,
 )
@@ -29,6 +30,8 @@ from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
 from sharevault.service.middleware import gateway_middleware
 from sharevault.service.monitoring import queue_gauges
+from sharevault.service.publishing import CLOSE_WAIT, Coalescer, Coalescing, Route
+from sharevault.wiring import broker_of
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -58,13 +61,24 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    async with Broker.from_settings(settings, name="sharevault-gateway") as broker:
+    coalescing = Coalescing(
+        linger=settings.publish_linger_ms / 1000,
+        in_flight=settings.publish_in_flight,
+        max_shares=settings.publish_batch,
+        max_bytes=settings.publish_batch_bytes,
+    )
+    async with broker_of(settings, name="sharevault-gateway") as broker:
         app[BROKER] = broker
-        if settings.detour_check <= 0:
-            yield
-            return
-        async with running(broker.watch_live(settings.detour_check), "live-watch"):
-            yield
+        route = app[ROUTE] = Route(broker.admin, broker.topology.shares)
+        shares = app[SHARES] = Coalescer(broker.publisher, route, coalescing)
+        try:
+            if settings.detour_check <= 0:
+                yield
+            else:
+                async with running(route.watch(settings.detour_check), "live-watch"):
+                    yield
+        finally:
+            await shares.close(CLOSE_WAIT)
 
 
 async def _memory(app: web.Application) -> AsyncIterator[None]:

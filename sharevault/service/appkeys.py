@@ -12,11 +12,15 @@ from sharevault.portal import PortalClient
 from sharevault.service.client_auth import ClientAuthenticator
 from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
+from sharevault.service.publishing import Coalescer, Route
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYRING = web.AppKey("keyring", Keyring)
 STORE = web.AppKey("store", Store)
 BROKER = web.AppKey("broker", Broker)
+# The gateway's publishing of shares (coalesced), and their route (live, or the detour).
+SHARES = web.AppKey("shares", Coalescer)
+ROUTE = web.AppKey("route", Route)
 WAITER = web.AppKey("waiter", CommitWaiter)
 CLOCK = web.AppKey("clock", VersionClock)
 PORTAL = web.AppKey("portal", PortalClient)

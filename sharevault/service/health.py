@@ -27,6 +27,8 @@ async def readyz(request: web.Request) -> web.Response:
         down["database"] = f"unreachable ({type(exc).__name__})"
     checks = {name: "down" if name in down else "ok" for name in ("broker", "database")}
     body: dict[str, object] = {"status": "unavailable" if down else "ready", "checks": checks}
+    # Which node each link is on (host:port, a cluster's member), while it is up.
+    body["nodes"] = {"broker": request.app[BROKER].node}
     if down:
         body["down"] = down
     return web.json_response(body, status=503 if down else 200)

@@ -23,7 +23,7 @@ from sharevault.metrics import (
     PUBLISH_FAILURES,
     PUBLISH_SECONDS,
 )
-from sharevault.service.appkeys import BROKER, CLOCK, KEYRING, SETTINGS, STORE, WAITER
+from sharevault.service.appkeys import CLOCK, KEYRING, SETTINGS, SHARES, STORE, WAITER
 from sharevault.service.bodies import Accepted
 from sharevault.service.commits import CommitWaiter
 from sharevault.service.deadline import Deadline, timed_out
@@ -113,7 +113,7 @@ async def accept_share(
                     bearer_sealed=sealed_bearer,
                     context=otel.inject(context) if traced else context,
                 )
-                await app[BROKER].publish(message, timeout=publish_timeout)
+                await app[SHARES].publish(message, timeout=publish_timeout)
         except BrokerUnavailable:
             PUBLISH_FAILURES.inc()
             raise

@@ -87,11 +87,11 @@ QUEUE_SAMPLE_EVERY = 5.0
 async def _sample_queues(broker: Broker) -> None:
     topology = broker.topology
     while True:
-        lanes = ((topology.shares, "live"), (topology.backlog, "backlog"), (topology.dead, "dead"))
-        for name, label in lanes:
+        queues = ((topology.shares, "live"), (topology.backlog, "backlog"), (topology.dead, "dead"))
+        for name, label in queues:
             # A gauge is best effort: the broker being away shows in /readyz, not here.
             with contextlib.suppress(Exception):
-                counts = await broker.queue_counts(name)
+                counts = await broker.admin.queue_counts(name)
                 if counts is not None:
                     QUEUE_MESSAGES.labels(label).set(counts[0])
                     QUEUE_CONSUMERS.labels(label).set(counts[1])

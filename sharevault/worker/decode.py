@@ -1,9 +1,8 @@
-"""From a queue message to the rows it stores: shared by the worker and `sharevault replay`.
+"""From a queue message to the shares it stores: shared by the worker and `sharevault replay`.
 
-A message holds one share (a ShareMessage) or a batch the gateway coalesced ({"shares":
-[ShareMessage, ...]}), in MessagePack or, from an earlier version, JSON (schemas/message.py).
-A share of a batch that cannot be stored is set apart on its own, so that one bad share never
-holds back the others of its batch."""
+A message holds one share or a batch the gateway coalesced (messages.parse_body). A share of a
+batch that cannot be stored is set apart on its own, so that one bad share never holds back the
+others of its batch."""
 
 from __future__ import annotations
 
@@ -12,24 +11,18 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from sharevault.crypto import DecryptError, Keyring
 from sharevault.db import SealedRow
 from sharevault.logs import new_request_id
 from sharevault.messages import (
-    BATCH_CONTENT_TYPES,
-    SHARES_HEADER,
     SINGLE_CONTENT_TYPE,
+    Envelope,
+    Invalid,
     ShareMessage,
-    UndecodableError,
-    decode_message,
-    encode_item,
-    single_type_of,
+    context_of,
+    one_of_batch,
+    parse_body,
 )
-
-# The message headers that travel with a share (ids of the request, never secrets).
-CONTEXT_HEADERS = ("x-request-id", "traceparent", "tracestate")
 
 
 class Flaw(Enum):
@@ -40,8 +33,8 @@ class Flaw(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Opened:
-    """A share ready to store, with the ids of the request that brought it."""
+class Share:
+    """A share in hand, ready to store, with the ids of the request that brought it."""
 
     message: ShareMessage
     row: SealedRow
@@ -49,7 +42,7 @@ class Opened:
 
 
 @dataclass(frozen=True, slots=True)
-class Flawed:
+class Unstorable:
     """A message, or one share of a batch, that can never be stored: what to park, and why."""
 
     body: bytes
@@ -61,32 +54,24 @@ class Flawed:
 
 
 @dataclass(frozen=True, slots=True)
-class Contents:
-    opened: list[Opened]
-    flawed: list[Flawed]
+class Decoded:
+    """Every share of one message: those to store, those to park, and whether it was a batch."""
+
+    shares: list[Share]
+    unstorable: list[Unstorable]
     batch: bool
 
-
-class _Batch(BaseModel):
-    shares: list[ShareMessage]
-
-
-def shares_in(headers: Mapping[str, Any] | None) -> int:
-    """How many shares a message says it carries (1 unless it is a batch)."""
-    value = (headers or {}).get(SHARES_HEADER, 1)
-    return value if isinstance(value, int) and value > 0 else 1
-
-
-def context_of(headers: Mapping[str, Any] | None) -> dict[str, str]:
-    """The request id and trace context among a message's headers (AMQP may give bytes)."""
-    out: dict[str, str] = {}
-    for key in CONTEXT_HEADERS:
-        value = (headers or {}).get(key)
-        if isinstance(value, bytes):
-            value = value.decode(errors="replace")
-        if isinstance(value, str):
-            out[key] = value
-    return out
+    def envelope_of(self, delivered: Envelope, share: Share | Unstorable) -> Envelope:
+        """What moves to a retry level or the DLQ for this share: the message as delivered
+        when it carries this share alone (a batch is never moved whole by the worker)."""
+        if not self.batch or (isinstance(share, Unstorable) and share.whole):
+            return delivered
+        if isinstance(share, Share):
+            body, message_id = share.message.encode(), share.row.message_id
+            content_type: str | None = SINGLE_CONTENT_TYPE
+        else:
+            body, message_id, content_type = share.body, share.message_id, share.content_type
+        return one_of_batch(delivered, body, message_id, share.context, content_type)
 
 
 def open_body(
@@ -96,61 +81,31 @@ def open_body(
     content_type: str | None = None,
     message_id: str = "",
     headers: Mapping[str, Any] | None = None,
-) -> Contents:
+) -> Decoded:
     """Every share of a message: those to store, and those (or the whole message) to park."""
     carried = context_of(headers)
-    batch = content_type in BATCH_CONTENT_TYPES
-    try:
-        data = decode_message(body, content_type)
-    except UndecodableError:
-        return _invalid(body, message_id, carried, content_type, batch=batch)
-    if not batch:
-        try:
-            message = ShareMessage.model_validate(data)
-        except ValidationError:
-            return _invalid(body, message_id, carried, content_type, batch=False)
-        share = _open(message, keyring, carried, (body, content_type))
-        return Contents(*_split([share]), batch=False)
-    try:
-        messages = _Batch.model_validate(data).shares
-    except ValidationError:
-        return _open_loose(data, body, keyring, content_type, message_id, carried)
-    return Contents(*_split([_open(m, keyring, carried) for m in messages]), batch=True)
-
-
-def _open_loose(
-    data: Any,
-    body: bytes,
-    keyring: Keyring,
-    content_type: str | None,
-    message_id: str,
-    carried: dict[str, str],
-) -> Contents:
-    """A batch with a bad share: validate its shares one by one."""
-    items = data.get("shares") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        return _invalid(body, message_id, carried, content_type, batch=True)
-    shares: list[Opened | Flawed] = []
-    for index, item in enumerate(items):
-        try:
-            message = ShareMessage.model_validate(item)
-        except ValidationError:
-            item_id = item.get("message_id") if isinstance(item, dict) else None
-            name = item_id if isinstance(item_id, str) and item_id else f"{message_id}.{index}"
-            raw = encode_item(item, content_type)
-            shares.append(Flawed(raw, name, carried, Flaw.INVALID, single_type_of(content_type)))
-            continue
-        shares.append(_open(message, keyring, carried))
-    return Contents(*_split(shares), batch=True)
+    batch, items = parse_body(body, content_type, message_id)
+    whole = None if batch else (body, content_type)
+    opened = [_open(item, keyring, carried, whole) for item in items]
+    return Decoded(
+        [s for s in opened if isinstance(s, Share)],
+        [s for s in opened if isinstance(s, Unstorable)],
+        batch,
+    )
 
 
 def _open(
-    message: ShareMessage,
+    item: ShareMessage | Invalid,
     keyring: Keyring,
     carried: dict[str, str],
-    whole: tuple[bytes, str | None] | None = None,
-) -> Opened | Flawed:
+    whole: tuple[bytes, str | None] | None,
+) -> Share | Unstorable:
     """`whole`: the body and content type of a message that carries this share alone."""
+    if isinstance(item, Invalid):
+        return Unstorable(
+            item.body, item.message_id, carried, Flaw.INVALID, item.content_type, item.whole
+        )
+    message = item
     context = message.context or carried
     try:
         # Refuse to store what we could never serve back.
@@ -158,10 +113,10 @@ def _open(
     except DecryptError:
         if whole is not None:
             body, content_type = whole
-            return Flawed(
+            return Unstorable(
                 body, message.message_id, context, Flaw.UNDECRYPTABLE, content_type, whole=True
             )
-        return Flawed(
+        return Unstorable(
             message.encode(), message.message_id, context, Flaw.UNDECRYPTABLE, SINGLE_CONTENT_TYPE
         )
     row = SealedRow(
@@ -173,17 +128,4 @@ def _open(
         bearer_sealed=message.bearer_sealed,
         request_id=new_request_id(context.get("x-request-id")),
     )
-    return Opened(message, row, context)
-
-
-def _invalid(
-    body: bytes, message_id: str, carried: dict[str, str], content_type: str | None, *, batch: bool
-) -> Contents:
-    flawed = Flawed(body, message_id, carried, Flaw.INVALID, content_type, whole=True)
-    return Contents([], [flawed], batch)
-
-
-def _split(shares: list[Opened | Flawed]) -> tuple[list[Opened], list[Flawed]]:
-    opened = [s for s in shares if isinstance(s, Opened)]
-    flawed = [s for s in shares if isinstance(s, Flawed)]
-    return opened, flawed
+    return Share(message, row, context)

@@ -7,20 +7,20 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from aio_pika.abc import AbstractIncomingMessage
+from sharevault.broker import Delivery
 
 
 class Inbox:
     """Two lanes, one batch at a time: a live message never waits behind the backlog in hand.
     Batches are sized in shares: `weight` tells how many a delivery carries."""
 
-    def __init__(self, weight: Callable[[AbstractIncomingMessage], int] = lambda _d: 1) -> None:
-        self._live: deque[AbstractIncomingMessage] = deque()
-        self._backlog: deque[AbstractIncomingMessage] = deque()
+    def __init__(self, weight: Callable[[Delivery], int] = lambda _d: 1) -> None:
+        self._live: deque[Delivery] = deque()
+        self._backlog: deque[Delivery] = deque()
         self._arrived = asyncio.Event()
         self._weight = weight
 
-    def put(self, delivery: AbstractIncomingMessage, *, live: bool) -> None:
+    def put(self, delivery: Delivery, *, live: bool) -> None:
         (self._live if live else self._backlog).append(delivery)
         self._arrived.set()
 
@@ -32,10 +32,10 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._live) + len(self._backlog)
 
-    def take(self, limit: int) -> tuple[list[AbstractIncomingMessage], int]:
+    def take(self, limit: int) -> tuple[list[Delivery], int]:
         """Deliveries carrying up to `limit` shares (at least one delivery), every live one
         before any from the backlog; and how many shares they carry."""
-        batch: list[AbstractIncomingMessage] = []
+        batch: list[Delivery] = []
         shares = 0
         for lane in (self._live, self._backlog):
             while lane and (not batch or shares + self._weight(lane[0]) <= limit):
@@ -46,9 +46,7 @@ class Inbox:
             self._arrived.clear()
         return batch, shares
 
-    async def next_batch(
-        self, stop: asyncio.Event, size: int, linger: float
-    ) -> list[AbstractIncomingMessage]:
+    async def next_batch(self, stop: asyncio.Event, size: int, linger: float) -> list[Delivery]:
         """Wait for a first delivery (or `stop`), then gather up to `size` shares for `linger`
         seconds at most."""
         if not self:
@@ -79,7 +77,7 @@ class Inbox:
             shares += weight
         return batch
 
-    def _next(self) -> AbstractIncomingMessage:
+    def _next(self) -> Delivery:
         return self._live[0] if self._live else self._backlog[0]
 
 

@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import start_http_server
 
-from sharevault.broker import Broker
 from sharevault.config import Settings, mask_url
 from sharevault.crypto import Keyring
 from sharevault.db import Bounds, open_store, vacuuming_shares
+from sharevault.wiring import broker_of
 from sharevault.worker.consumer import ShareWorker
 from sharevault.worker.outbox import running_outbox
 
@@ -35,7 +35,7 @@ async def open_worker(settings: Settings) -> AsyncIterator[ShareWorker]:
             bounds=Bounds(settings.pairs_per_method, settings.methods_per_client),
         ) as store,
         vacuuming_shares(store, enabled=settings.worker_vacuum),
-        Broker.from_settings(settings, name="sharevault-worker") as broker,
+        broker_of(settings, name="sharevault-worker") as broker,
         running_outbox(settings, store, keyring),
     ):
         yield ShareWorker(settings, store, broker, keyring)

@@ -35,7 +35,7 @@ async def nothing_stored(
     db: asyncpg.Connection,
 ) -> Any:
     yield
-    assert await publisher.queue_depth(publisher.topology.shares) == 0
+    assert await publisher.admin.queue_depth(publisher.topology.shares) == 0
     assert await db.fetchval("SELECT count(*) FROM shares") == 0
 
 

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
-from tests.conftest import WorkerHandle, seal_message, secret_headers
+from tests.conftest import WorkerHandle, publish_share, seal_message, secret_headers
 from tests.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]
@@ -70,9 +70,9 @@ async def test_the_worker_parks_a_method_beyond_the_cap_that_got_past_the_gatewa
     for method in ("A", "B", "C"):
         version += 1
         identity = Identity("custodian", "cl-w", method, "p")
-        await publisher.publish(seal_message(settings, identity, b"s", version), timeout=5)
+        await publish_share(publisher, seal_message(settings, identity, b"s", version))
     keep = Identity("custodian", "cl-w", "A", "q")
-    await publisher.publish(seal_message(settings, keep, b"s", version + 1), timeout=5)
+    await publish_share(publisher, seal_message(settings, keep, b"s", version + 1))
 
     async def settled() -> bool:
         return worker.acked + worker.dead_lettered == 4

@@ -11,16 +11,20 @@ import aio_pika
 import asyncpg
 import msgpack
 
-from sharevault.broker import SHARE_KEY, Broker
+from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.messages import (
     BATCH_CONTENT_TYPE,
+    SHARE_KEY,
     SHARES_HEADER,
     SINGLE_CONTENT_TYPE,
+    Envelope,
     ShareMessage,
     encode_batch,
 )
+from sharevault.service.publishing import Coalescer, Coalescing, Route
+from sharevault.wiring import broker_of
 from tests.backupload import Client
 from tests.conftest import AMQP_URL, WorkerHandle, seal_message, secret_headers
 from tests.e2e.test_dlq_replay import POISON_TRIGGER, cli_json
@@ -32,7 +36,9 @@ LINGER_MS = "300"
 
 async def ready_messages(broker: Broker) -> int:
     topology = broker.topology
-    return await broker.queue_depth(topology.shares) + await broker.queue_depth(topology.backlog)
+    return await broker.admin.queue_depth(topology.shares) + await broker.admin.queue_depth(
+        topology.backlog
+    )
 
 
 async def dead_letters(
@@ -61,10 +67,15 @@ async def test_shares_published_together_travel_as_one_message_and_each_is_store
         seal_message(settings, Identity("custodian", f"co-{n}", "GDRIVE", ""), b"s%d" % n, n + 1)
         for n in range(12)
     ]
-    async with Broker.from_settings(settings, name="test") as broker:
+    async with broker_of(settings, name="test") as broker:
         await broker.wait_ready(10)
         # Each publish returns only with the confirm of the message carrying its share.
-        await asyncio.gather(*(broker.publish(m, timeout=5) for m in messages))
+        shares = Coalescer(
+            broker.publisher,
+            Route(broker.admin, broker.topology.shares),
+            Coalescing(linger=int(LINGER_MS) / 1000, max_shares=8),
+        )
+        await asyncio.gather(*(shares.publish(m, timeout=5) for m in messages))
         # 12 shares, at most 8 to a message: two messages (no worker yet).
         assert await ready_messages(broker) == 2
         worker = worker_factory(settings)
@@ -99,14 +110,8 @@ async def test_a_bad_share_of_a_batch_is_parked_alone_and_the_others_are_stored(
             good[1].model_copy(update={"context": {"x-request-id": "req-good-1"}}).encode(),
         ]
     )
-    await publisher.publish_raw(
-        body,
-        message_id="batch-1",
-        routing_key=SHARE_KEY,
-        timeout=5,
-        headers={SHARES_HEADER: 4},
-        content_type=BATCH_CONTENT_TYPE,
-    )
+    batch = Envelope(body, "batch-1", {SHARES_HEADER: 4}, BATCH_CONTENT_TYPE)
+    await publisher.publisher.publish(batch, routing_key=SHARE_KEY, timeout=5)
     await eventually(lambda: worker.acked + worker.dead_lettered >= 4)
     assert (worker.acked, worker.dead_lettered) == (2, 2)
     stored = await db.fetch("SELECT message_id FROM shares ORDER BY client_id")

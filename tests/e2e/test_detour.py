@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from sharevault.broker import Broker
 from sharevault.config import Settings
-from sharevault.service.appkeys import BROKER
+from sharevault.service.appkeys import BROKER, ROUTE
 from tests.conftest import GatewayFactory, WorkerHandle, secret_headers
 from tests.waiting import eventually
 
@@ -44,7 +44,9 @@ async def fetched(client: TestClient, n: int) -> bool:  # type: ignore[type-arg]
 
 async def depths(broker: Broker) -> tuple[int, int]:
     topology = broker.topology
-    return await broker.queue_depth(topology.shares), await broker.queue_depth(topology.backlog)
+    return await broker.admin.queue_depth(topology.shares), await broker.admin.queue_depth(
+        topology.backlog
+    )
 
 
 async def test_without_a_worker_shares_go_to_the_backlog_and_are_stored_when_one_comes(
@@ -55,13 +57,14 @@ async def test_without_a_worker_shares_go_to_the_backlog_and_are_stored_when_one
     settings = settings_factory(commit_wait=0, live_ttl=LIVE_TTL, detour_check=CHECK)
     client = await gateway_factory(settings)
     broker: Broker = client.app[BROKER]
-    await eventually(lambda: broker.detoured)
+    route = client.app[ROUTE]
+    await eventually(lambda: route.detoured)
     for n in range(3):
         await post(client, n)
     assert await depths(broker) == (0, 3)
 
     worker_factory(settings)
-    await eventually(lambda: not broker.detoured)
+    await eventually(lambda: not route.detoured)
     for n in range(3):
         assert await eventually(functools.partial(fetched, client, n))
     assert await depths(broker) == (0, 0)
@@ -77,5 +80,5 @@ async def test_with_the_detour_off_shares_wait_in_the_live_queue(
     client = await gateway_factory(settings)
     broker: Broker = client.app[BROKER]
     await post(client, 0)
-    assert not broker.detoured
+    assert not client.app[ROUTE].detoured
     assert await depths(broker) == (1, 0)

@@ -12,12 +12,19 @@ import asyncpg
 import pytest
 
 from sharevault.broker import Broker
-from sharevault.broker.topology import DEAD_KEY
 from sharevault.config import Settings
 from sharevault.crypto import Identity
-from sharevault.messages import SINGLE_CONTENT_TYPE
+from sharevault.messages import DEAD_KEY, SINGLE_CONTENT_TYPE, Envelope
+from sharevault.wiring import broker_of
 from tests.backupload import Client
-from tests.conftest import AMQP_URL, WorkerHandle, publish_junk, seal_message, secret_headers
+from tests.conftest import (
+    AMQP_URL,
+    WorkerHandle,
+    publish_junk,
+    publish_share,
+    seal_message,
+    secret_headers,
+)
 from tests.leakcheck import sensitive
 from tests.processes import outage_env, run_cli
 from tests.waiting import eventually
@@ -42,7 +49,7 @@ CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON shares FOR EACH ROW EXECUTE FUN
 
 @pytest.fixture
 async def broker(settings: Settings) -> AsyncIterator[Broker]:
-    async with Broker.from_settings(settings, name="test") as b:
+    async with broker_of(settings, name="test") as b:
         await b.wait_ready(10)
         yield b
 
@@ -73,11 +80,11 @@ async def test_poison_goes_down_the_retry_levels_to_the_dlq_and_replays_after_a_
     await db.execute(POISON_TRIGGER)
     gateway: Client = await gateway_factory(settings)
     worker = worker_factory(settings)
-    async with Broker.from_settings(settings, name="test") as broker:
+    async with broker_of(settings, name="test") as broker:
         await broker.wait_ready(10)
         await post(gateway, "ok-1", "fine")
         poisoned = await post(gateway, "poison-1", SECRET_SHARE)
-        await eventually(lambda: broker.queue_depth(broker.topology.dead))
+        await eventually(lambda: broker.admin.queue_depth(broker.topology.dead))
         assert await db.fetchval("SELECT count(*) FROM shares WHERE client_id = 'ok-1'") == 1
         assert worker.worker is not None and worker.worker.retried == 2
 
@@ -94,7 +101,7 @@ async def test_poison_goes_down_the_retry_levels_to_the_dlq_and_replays_after_a_
         other = await cli_json(settings, "dlq", "list", "--client", "someone-else")
         assert (other["total"], other["selected"]) == (1, 0)
         # Listing and showing consumed and re-published: still exactly one dead letter.
-        assert await broker.queue_depth(broker.topology.dead) == 1
+        assert await broker.admin.queue_depth(broker.topology.dead) == 1
 
         await db.execute("DROP TRIGGER poison ON shares")
         code, out, err = await run_cli(
@@ -104,7 +111,7 @@ async def test_poison_goes_down_the_retry_levels_to_the_dlq_and_replays_after_a_
         assert "replayed 1 of 1" in out
         stored = "SELECT message_id FROM shares WHERE client_id = 'poison-1'"
         assert await eventually(lambda: db.fetchval(stored)) == poisoned["messageId"]
-        assert await broker.queue_depth(broker.topology.dead) == 0
+        assert await broker.admin.queue_depth(broker.topology.dead) == 0
     fetched = await gateway.post(
         "/webhook/backup/fetch", json={"clientId": "poison-1"}, headers=secret_headers()
     )
@@ -151,18 +158,18 @@ async def test_a_message_that_keeps_crashing_workers_is_moved_on_by_the_delivery
     db: asyncpg.Connection,
 ) -> None:
     settings = settings_factory(delivery_limit=1, live_ttl=30)
-    async with Broker.from_settings(settings, name="test") as broker:
+    async with broker_of(settings, name="test") as broker:
         await broker.wait_ready(10)
         identity = Identity("custodian", "crashy", "GDRIVE", "")
         message = seal_message(settings, identity, b"crashes-workers", version=1)
-        await broker.publish(message, timeout=5)
+        await publish_share(broker, message, timeout=5)
         topology = broker.topology
         # Live queue: delivered twice, then the broker moves it to the backlog; same there,
         # then to the DLQ (at-least-once dead-lettering all along).
         for queue in (topology.shares, topology.backlog):
             for _ in range(2):
                 assert await eventually(lambda q=queue: crash_consumer_once(q))  # type: ignore[misc]
-        await eventually(lambda: broker.queue_depth(topology.dead))
+        await eventually(lambda: broker.admin.queue_depth(topology.dead))
         listed = await cli_json(settings, "dlq", "list")
         assert listed["by_reason"] == {"delivery_limit": 1}
         assert "backlog" in listed["messages"][0]["error"]
@@ -183,7 +190,7 @@ async def test_purge_asks_first_and_filters_by_reason_and_client(
     foreign = settings_factory(encryption_keys="other:" + "Q" * 43 + "=")
     for client in ("cl-a", "cl-b"):
         identity = Identity("custodian", client, "GDRIVE", "")
-        await broker.publish(seal_message(foreign, identity, b"x", version=1), timeout=5)
+        await publish_share(broker, seal_message(foreign, identity, b"x", version=1), timeout=5)
     await publish_junk(broker)
     dead = broker.topology.dead
     await eventually(lambda: _depth_is(broker, dead, 3))
@@ -191,7 +198,7 @@ async def test_purge_asks_first_and_filters_by_reason_and_client(
 
     code, out, _ = await run_cli("dlq", "purge", "--reason", "undecryptable", env=env, stdin="n\n")
     assert code == 1 and "purge 2 dead letters (2 undecryptable)?" in out
-    assert await broker.queue_depth(dead) == 3
+    assert await broker.admin.queue_depth(dead) == 3
     code, out, err = await run_cli(
         "dlq", "purge", "--reason", "undecryptable", "--client", "cl-a", env=env, stdin="y\n"
     )
@@ -205,11 +212,11 @@ async def test_purge_asks_first_and_filters_by_reason_and_client(
     code, out, err = await run_cli("dlq", "purge", "--yes", env=env)
     assert code == 0, err
     assert "purged 2 of 2" in out
-    assert await broker.queue_depth(dead) == 0
+    assert await broker.admin.queue_depth(dead) == 0
 
 
 async def _depth_is(broker: Broker, queue: str, count: int) -> bool:
-    return await broker.queue_depth(queue) == count
+    return await broker.admin.queue_depth(queue) == count
 
 
 async def test_listing_a_large_dlq_loses_nothing_and_one_command_at_a_time(
@@ -218,14 +225,16 @@ async def test_listing_a_large_dlq_loses_nothing_and_one_command_at_a_time(
     headers = {"x-sharevault-reason": "invalid_message", "x-sharevault-attempts": 1}
     await asyncio.gather(
         *(
-            broker.publish_raw(
-                b"junk",
-                message_id=f"junk-{n}",
+            broker.publisher.publish(
+                Envelope(
+                    b"junk",
+                    f"junk-{n}",
+                    {**headers, "x-sharevault-last-failure": "2020-01-01T00:00:00+00:00"},
+                    SINGLE_CONTENT_TYPE,
+                ),
                 routing_key=DEAD_KEY,
                 exchange=broker.topology.recover,
-                headers={**headers, "x-sharevault-last-failure": "2020-01-01T00:00:00+00:00"},
                 timeout=10,
-                content_type=SINGLE_CONTENT_TYPE,
             )
             for n in range(600)
         )
@@ -233,17 +242,17 @@ async def test_listing_a_large_dlq_loses_nothing_and_one_command_at_a_time(
     for _ in range(2):
         listed = await cli_json(settings, "dlq", "list", "--limit", "0")
         assert (listed["total"], listed["selected"]) == (600, 600)
-        assert await broker.queue_depth(broker.topology.dead) == 600
+        assert await broker.admin.queue_depth(broker.topology.dead) == 600
     recent = await cli_json(settings, "dlq", "list", "--since", "1d")
     assert recent["selected"] == 0
     old = await cli_json(settings, "dlq", "list", "--until", "2020-06-01", "--limit", "3")
     assert old["selected"] == 600 and len(old["messages"]) == 3
 
-    async with Broker.from_settings(settings, name="holder", robust=False) as holder:
-        await holder.hold_lock(holder.topology.dlq_lock)
+    async with broker_of(settings, name="holder", robust=False) as holder:
+        await holder.admin.hold_lock(holder.topology.dlq_lock)
         code, _, err = await run_cli("dlq", "list", env=outage_env(settings))
         assert code == 1 and "held by another command" in err
-    assert await broker.queue_depth(broker.topology.dead) == 600
+    assert await broker.admin.queue_depth(broker.topology.dead) == 600
 
 
 async def stored_ids(db: asyncpg.Connection) -> dict[str, str]:

@@ -22,6 +22,7 @@ from tests.conftest import (
     WorkerHandle,
     process_env,
     publish_junk,
+    publish_share,
     seal_message,
     secret_headers,
 )
@@ -121,9 +122,9 @@ async def test_poison_messages_go_to_the_dead_letter_queue_with_a_reason(
     await publish_junk(publisher, "bad-json")
     foreign = settings_factory(encryption_keys="other:" + "Q" * 43 + "=")
     identity = Identity("custodian", "cl-p", "GDRIVE", "")
-    await publisher.publish(seal_message(foreign, identity, b"x", version=1), timeout=5)
+    await publish_share(publisher, seal_message(foreign, identity, b"x", version=1), timeout=5)
     good = seal_message(settings, identity, b"good", version=2)
-    await publisher.publish(good, timeout=5)
+    await publish_share(publisher, good, timeout=5)
     await eventually(lambda: worker.acked + worker.dead_lettered >= 3)
     assert worker.dead_lettered == 2
     assert await db.fetchval("SELECT message_id FROM shares") == good.message_id

@@ -22,8 +22,9 @@ from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.messages import ShareMessage
+from sharevault.wiring import broker_of
 from tests.backupload import Client
-from tests.conftest import secret_headers
+from tests.conftest import publish_share, secret_headers
 from tests.leakcheck import subprocess_log
 from tests.processes import WorkerProcess, outage_env
 
@@ -44,7 +45,7 @@ async def publish_backlog(settings: Settings, count: int, prefix: str) -> float:
     keyring = Keyring(settings.keyring)
     in_flight = asyncio.Semaphore(64)
     started = time.monotonic()
-    async with Broker.from_settings(settings, name="backlog") as broker:
+    async with broker_of(settings, name="backlog") as broker:
         await broker.wait_ready(10)
 
         async def one(n: int) -> None:
@@ -56,7 +57,7 @@ async def publish_backlog(settings: Settings, count: int, prefix: str) -> float:
                     identity=identity,
                     sealed=keyring.seal(SHARE.encode(), identity),
                 )
-                await broker.publish(message, timeout=30)
+                await publish_share(broker, message, timeout=30)
 
         await asyncio.gather(*(one(n) for n in range(count)))
     return time.monotonic() - started
@@ -85,7 +86,7 @@ async def count_rows(db: asyncpg.Connection, prefix: str) -> int:
 
 
 async def depth(broker: Broker, queue: str) -> int:
-    return await broker.queue_depth(queue)
+    return await broker.admin.queue_depth(queue)
 
 
 async def test_live_writes_overtake_a_draining_backlog(
@@ -98,7 +99,7 @@ async def test_live_writes_overtake_a_draining_backlog(
     gateway: Client = await gateway_factory(settings)
     # The workers were away: the backlog piles up, and the broker moves it out of the live queue.
     seconds = await publish_backlog(settings, BACKLOG, "bk")
-    async with Broker.from_settings(settings, name="watch") as broker:
+    async with broker_of(settings, name="watch") as broker:
         await broker.wait_ready(10)
         if LIVE_TTL < FIFO_TTL:
             await _until(lambda: _moved(broker), timeout=60 + BACKLOG / 1000)
@@ -137,8 +138,8 @@ async def _moved(broker: Broker) -> bool:
     """The live queue is empty and the backlog queue holds what it had (the broker moves a
     message at least once: it leaves the live queue once the backlog queue has it). Messages,
     not shares: the publisher coalesces shares into batches."""
-    live = await broker.queue_depth(broker.topology.shares)
-    return live == 0 and await broker.queue_depth(broker.topology.backlog) > 0
+    live = await broker.admin.queue_depth(broker.topology.shares)
+    return live == 0 and await broker.admin.queue_depth(broker.topology.backlog) > 0
 
 
 async def _stored(db: asyncpg.Connection, pattern: str, count: int) -> bool:

@@ -20,7 +20,7 @@ from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.messages import ShareMessage, bearer_identity
 from sharevault.portal import REPORT_V2, REPORT_V3
-from tests.conftest import WorkerHandle
+from tests.conftest import WorkerHandle, publish_share
 from tests.leakcheck import subprocess_log
 from tests.portal_fixtures import (
     CLIENT_A,
@@ -118,7 +118,7 @@ async def test_each_stored_share_is_reported_exactly_once(
 
 async def publish_and_wait(publisher: Broker, worker: WorkerHandle, msg: ShareMessage) -> None:
     acked = worker.acked
-    await publisher.publish(msg, timeout=5)
+    await publish_share(publisher, msg, timeout=5)
     await eventually(lambda: worker.acked > acked)
 
 

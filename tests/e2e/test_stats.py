@@ -8,14 +8,12 @@ from typing import Any
 
 import asyncpg
 
-from sharevault.broker import Broker
-from sharevault.broker.topology import DEAD_KEY
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.db import SealedRow, open_store
-from sharevault.messages import bearer_identity
-from sharevault.worker.retry import REASON
-from tests.conftest import seal_message
+from sharevault.messages import DEAD_KEY, REASON, Envelope, bearer_identity
+from sharevault.wiring import broker_of
+from tests.conftest import publish_share, seal_message
 from tests.processes import outage_env, run_cli
 
 IDENTITIES = [
@@ -48,21 +46,18 @@ async def seed_database(settings: Settings, db: asyncpg.Connection) -> None:
 
 
 async def fill_queues(settings: Settings, live: int, dead: int) -> None:
-    async with Broker.from_settings(settings, name="test-stats") as broker:
+    async with broker_of(settings, name="test-stats") as broker:
         await broker.wait_ready(10)
         for n in range(live):
             message = seal_message(settings, IDENTITIES[0], b"queued-share", 100 + n)
-            await broker.publish(message, timeout=5)
+            await publish_share(broker, message, timeout=5)
         for n in range(dead):
             message = seal_message(settings, IDENTITIES[1], b"dead-share", 200 + n)
-            await broker.publish_raw(
-                message.model_dump_json().encode(),
-                message_id=message.message_id,
-                routing_key=DEAD_KEY,
-                exchange=broker.topology.recover,
-                headers={REASON: "undecodable"},
-                timeout=5,
-                content_type="application/json",  # as an earlier version published
+            # JSON, as an earlier version published.
+            body = message.model_dump_json().encode()
+            parked = Envelope(body, message.message_id, {REASON: "undecodable"}, "application/json")
+            await broker.publisher.publish(
+                parked, routing_key=DEAD_KEY, exchange=broker.topology.recover, timeout=5
             )
 
 
@@ -102,7 +97,7 @@ async def test_stats_json_matches_the_database_and_the_broker(
     assert data["keys"] == {"current": "ka", "shares": {"ka": 7}, "outbox": {"ka": 2}}
 
     queues = {q["role"]: q for q in data["queues"]}
-    topology = Broker.from_settings(settings, name="names").topology
+    topology = broker_of(settings, name="names").topology
     assert queues["live"] == {
         "name": topology.shares,
         "role": "live",
@@ -134,3 +129,15 @@ async def test_stats_still_reports_the_database_when_the_broker_is_down(
     assert code == 1
     assert "broker" in data["errors"] and "broker" in err
     assert data["queues"] is None and data["shares"]["total"] == 7
+
+
+async def test_stats_under_a_fresh_prefix_creates_no_queue(settings: Settings) -> None:
+    # A look never declares: `stats` against a prefix nothing uses leaves the broker as it was
+    # (it once declared the whole topology, 8 queues, to count them).
+    code, data, err = await stats_json(settings)
+    assert code == 0, err
+    assert data["queues"] and all(q["messages"] is None for q in data["queues"])
+    assert data["journal"]["first_offset"] is None
+    async with broker_of(settings, name="look", robust=False, declare=False) as broker:
+        for name in broker.topology.queues:
+            assert await broker.admin.queue_counts(name) is None, f"{name} was created"

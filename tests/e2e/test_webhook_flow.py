@@ -22,6 +22,7 @@ from tests.conftest import (
     SAMPLES,
     WEBHOOK_SECRET,
     WorkerHandle,
+    publish_share,
     seal_message,
     secret_headers,
 )
@@ -105,7 +106,7 @@ async def test_newer_share_overwrites_and_an_older_message_never_does(
     # A retry or replay of something older arrives late: it must not win.
     identity = Identity("custodian", "cl-v", "GDRIVE", "p")
     stale = seal_message(settings, identity, b"stale", version=1)
-    await publisher.publish(stale, timeout=5)
+    await publish_share(publisher, stale, timeout=5)
     await eventually(lambda: worker.acked >= 3)
     assert (await fetch(gateway, "cl-v"))["backupShares"] == ["two"]
     assert await db.fetchval("SELECT count(*) FROM shares WHERE client_id = 'cl-v'") == 1
@@ -180,7 +181,7 @@ async def test_read_your_writes_while_a_flood_drains(
                 sealed=ring.seal(b"f", identity),
             )
             async with sem:
-                await publisher.publish(msg, timeout=10)
+                await publish_share(publisher, msg, timeout=10)
 
         await asyncio.gather(*(one(i) for i in range(5000)))
 

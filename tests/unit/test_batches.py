@@ -20,9 +20,10 @@ from sharevault.messages import (
     SINGLE_CONTENT_TYPE,
     ShareMessage,
     encode_batch,
+    shares_in,
 )
 from sharevault.ops.dlq import DeadLetter, Selection
-from sharevault.worker.decode import Flaw, open_body, shares_in
+from sharevault.worker.decode import Flaw, open_body
 from sharevault.worker.inbox import Inbox
 
 KEYRING = Keyring([("ka", b"k" * 32)])
@@ -55,14 +56,14 @@ def test_a_batch_opens_share_by_share_and_sets_apart_only_the_bad_ones() -> None
         body, KEYRING, content_type=BATCH_CONTENT_TYPE, message_id="batch", headers={}
     )
     assert contents.batch
-    assert [s.row.message_id for s in contents.opened] == ["m-a", "m-d"]
-    assert contents.opened[0].row.request_id == "req-a"
-    assert contents.opened[0].row.sealed == contents.opened[0].message.sealed
-    flawed = {f.message_id: f for f in contents.flawed}
+    assert [s.row.message_id for s in contents.shares] == ["m-a", "m-d"]
+    assert contents.shares[0].row.request_id == "req-a"
+    assert contents.shares[0].row.sealed == contents.shares[0].message.sealed
+    flawed = {f.message_id: f for f in contents.unstorable}
     assert (flawed["m-b"].flaw, flawed["m-c"].flaw) == (Flaw.UNDECRYPTABLE, Flaw.INVALID)
     assert not flawed["m-b"].whole
     # A set-apart share is a message of its own, readable alone.
-    assert {f.content_type for f in contents.flawed} == {SINGLE_CONTENT_TYPE}
+    assert {f.content_type for f in contents.unstorable} == {SINGLE_CONTENT_TYPE}
     assert ShareMessage.model_validate(msgpack.unpackb(flawed["m-b"].body)).message_id == "m-b"
     assert msgpack.unpackb(flawed["m-c"].body) == {"message_id": "m-c", "version": -1}
 
@@ -79,11 +80,11 @@ def test_messages_of_an_earlier_version_in_json_still_open() -> None:
     old = [message(c) for c in ("a", "b")]
     legacy = [m.model_dump_json(exclude_none=True).encode() for m in old]
     single = open_body(legacy[0], KEYRING, content_type=JSON_SINGLE_CONTENT_TYPE)
-    assert [(s.row.message_id, s.row.sealed) for s in single.opened] == [("m-a", old[0].sealed)]
+    assert [(s.row.message_id, s.row.sealed) for s in single.shares] == [("m-a", old[0].sealed)]
     body = b'{"shares":[' + b",".join([*legacy, b'{"message_id":"m-x"}']) + b"]}"
     batch = open_body(body, KEYRING, content_type=JSON_BATCH_CONTENT_TYPE, message_id="old")
-    assert [s.row.message_id for s in batch.opened] == ["m-a", "m-b"]
-    [bad] = batch.flawed
+    assert [s.row.message_id for s in batch.shares] == ["m-a", "m-b"]
+    [bad] = batch.unstorable
     # Set apart in the format it came in, under the content type that says so.
     assert (bad.message_id, bad.content_type) == ("m-x", JSON_SINGLE_CONTENT_TYPE)
     assert json.loads(bad.body) == {"message_id": "m-x"}
@@ -95,12 +96,12 @@ def test_a_broken_batch_or_message_is_set_apart_whole() -> None:
     kinds = (BATCH_CONTENT_TYPE, SINGLE_CONTENT_TYPE, JSON_BATCH_CONTENT_TYPE, "application/json")
     for content_type in kinds:
         contents = open_body(b"{not json", KEYRING, content_type=content_type, message_id="x")
-        assert contents.opened == []
-        assert [(f.message_id, f.flaw, f.whole, f.content_type) for f in contents.flawed] == [
+        assert contents.shares == []
+        assert [(f.message_id, f.flaw, f.whole, f.content_type) for f in contents.unstorable] == [
             ("x", Flaw.INVALID, True, content_type)
         ]
     not_a_map = open_body(msgpack.packb(7), KEYRING, content_type=BATCH_CONTENT_TYPE)
-    assert [f.flaw for f in not_a_map.flawed] == [Flaw.INVALID]
+    assert [f.flaw for f in not_a_map.unstorable] == [Flaw.INVALID]
     single = open_body(
         message("e").encode(),
         KEYRING,
@@ -108,7 +109,7 @@ def test_a_broken_batch_or_message_is_set_apart_whole() -> None:
         headers={"x-request-id": b"req-e"},
     )
     assert not single.batch
-    assert [(s.row.message_id, s.row.request_id) for s in single.opened] == [("m-e", "req-e")]
+    assert [(s.row.message_id, s.row.request_id) for s in single.shares] == [("m-e", "req-e")]
 
 
 @dataclass

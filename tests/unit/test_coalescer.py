@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
 import pytest
 
-from sharevault.coalescing import Coalescer, Coalescing
+from sharevault.broker import BrokerUnavailable, Publisher
 from sharevault.crypto import Identity
-from sharevault.messages import BATCH_CONTENT_TYPE, SHARES_HEADER, SINGLE_CONTENT_TYPE, ShareMessage
+from sharevault.messages import (
+    BATCH_CONTENT_TYPE,
+    SHARES_HEADER,
+    SINGLE_CONTENT_TYPE,
+    Envelope,
+    ShareMessage,
+)
+from sharevault.service.publishing import Coalescer, Coalescing, Route
 
 
-class Broker:
+class Broker(Publisher):
     """Records each message; its confirm comes when the test releases it (or fails it)."""
 
     def __init__(self) -> None:
@@ -24,20 +31,20 @@ class Broker:
 
     async def publish(
         self,
-        body: bytes,
+        envelope: Envelope,
         *,
-        message_id: str,
         routing_key: str,
         timeout: float,
-        headers: Mapping[str, Any] | None = None,
-        content_type: str | None,
+        exchange: str | None = None,
+        expiration: float | None = None,
     ) -> None:
+        body, content_type = envelope.body, envelope.content_type
         if content_type == BATCH_CONTENT_TYPE:
             ids = [share["message_id"] for share in msgpack.unpackb(body)["shares"]]
         else:
             ids = [msgpack.unpackb(body)["message_id"]]
-            assert ids == [message_id]
-        self.sent.append((ids, headers, content_type))
+            assert ids == [envelope.message_id]
+        self.sent.append((ids, dict(envelope.headers), content_type))
         self.keys.append(routing_key)
         confirm = asyncio.get_running_loop().create_future()
         self.confirms.append(confirm)
@@ -59,10 +66,15 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def coalescer_of(
-    broker: Broker, options: Coalescing, route: Callable[[], str] = lambda: "share"
-) -> Coalescer:
-    return Coalescer(broker.publish, route, options, stopped=RuntimeError)
+class Detour(Route):
+    """A route the test sets by hand."""
+
+    def __init__(self) -> None:
+        self.detoured = False
+
+
+def coalescer_of(broker: Broker, options: Coalescing, route: Route | None = None) -> Coalescer:
+    return Coalescer(broker, route or Detour(), options)
 
 
 async def one_sent_two_waiting(
@@ -124,16 +136,16 @@ async def test_closing_sends_what_waits_and_a_cancelled_send_answers_every_share
     for task in list(coalescer._sending):
         task.cancel()
     for task in waiting:
-        with pytest.raises(RuntimeError):
+        with pytest.raises(BrokerUnavailable):
             await task
 
 
 async def test_each_message_takes_the_route_of_the_moment_it_goes() -> None:
     broker = Broker()
-    route = ["share"]
-    coalescer = coalescer_of(broker, Coalescing(in_flight=1, max_shares=10), lambda: route[0])
+    route = Detour()
+    coalescer = coalescer_of(broker, Coalescing(in_flight=1, max_shares=10), route)
     first, waiting = await one_sent_two_waiting(coalescer)
-    route[0] = "backlog"  # the route changes while shares 2 and 3 wait for company
+    route.detoured = True  # the route changes while shares 2 and 3 wait for company
     broker.confirms[0].set_result(None)
     await settle()
     assert broker.keys == ["share", "backlog"]

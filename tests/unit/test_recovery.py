@@ -15,21 +15,22 @@ from sharevault.broker.topology import QueueOptions, Topology, _bindings, _queue
 from sharevault.config import ConfigError, load_settings
 from sharevault.crypto import Identity
 from sharevault.db import SealedRow
-from sharevault.messages import SINGLE_CONTENT_TYPE
-from sharevault.ops.dlq import DeadLetter, Selection
-from sharevault.ops.replay import ReplayRange
-from sharevault.ops.times import parse_time, to_micros
-from sharevault.worker.inbox import DeliveryCounter, Inbox
-from sharevault.worker.retry import (
+from sharevault.messages import (
     ATTEMPTS,
     ERROR,
     FIRST_FAILURE,
     LAST_FAILURE,
     REASON,
+    SINGLE_CONTENT_TYPE,
     attempts_of,
     deliveries_of,
     failure_headers,
 )
+from sharevault.ops.dlq import DeadLetter, Selection
+from sharevault.ops.replay import ReplayRange
+from sharevault.ops.times import parse_time, to_micros
+from sharevault.wiring import queue_options
+from sharevault.worker.inbox import DeliveryCounter, Inbox
 
 KEYS = "ka:" + base64.b64encode(b"k" * 32).decode()
 
@@ -172,7 +173,7 @@ def test_a_replay_range_selects_by_version_and_client() -> None:
 def test_settings_of_outage_recovery() -> None:
     parsed = settings(retry_delays="0.5, 5,60")
     assert parsed.retry_delays == (0.5, 5.0, 60.0)
-    options = QueueOptions.from_settings(settings(live_ttl=0.25, delivery_limit=3))
+    options = queue_options(settings(live_ttl=0.25, delivery_limit=3))
     assert (options.live_ttl_ms, options.delivery_limit, options.retry_levels) == (250, 3, 4)
     with pytest.raises(ConfigError, match="SHAREVAULT_RETRY_DELAYS"):
         settings(retry_delays=",".join(["1"] * 9))
