@@ -6,12 +6,22 @@ import base64
 import binascii
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sharevault.messages import MAX_RETRY_LEVELS
 
 KEY_BYTES = 32
+# The client routes prove a bearer with Portal first: that check gets at most this many seconds
+# of the request budget (or PORTAL_TIMEOUT, if shorter).
+IDENTITY_CHECK_SECONDS = 3.0
 
 
 class ConfigError(Exception):
@@ -81,7 +91,6 @@ class Settings(BaseSettings):
     # How long a bearer proven against Portal stays trusted (keyed by its hash, never the token).
     client_auth_ttl: float = Field(default=30.0, ge=0, le=3600)
 
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     publish_timeout: float = Field(default=2.0, gt=0, le=8)
     # Coalescing (docs/queues.md): while PUBLISH_IN_FLIGHT messages await their confirm, the
     # shares accepted meanwhile wait and travel together as one message (one confirm), up to
@@ -94,6 +103,21 @@ class Settings(BaseSettings):
     publish_batch_bytes: int = Field(default=1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     # How long /backup waits for the worker's commit before answering 2xx anyway (still durable).
     commit_wait: float = Field(default=5.0, ge=0, le=8)
+
+    # --- Hard budget and per-client bounds (docs/operations.md, "Budget and bounds per client") ---
+    # Every webhook and client route answers within this many seconds, whatever hangs (Portal
+    # gives up at 10 s). The waits below are checked at start to fit in it.
+    request_budget: float = Field(default=9.0, gt=0, le=60)
+    # Longest the gateway's method-cap query may take before the write goes on without it (the
+    # worker enforces the cap), and each look of the commit wait at the table.
+    db_timeout: float = Field(default=1.0, gt=0, le=30)
+    # Newest pair ids kept per (client, kind, backup method): a re-backup prunes older pairs in
+    # the statement that stores it; the newest is never pruned.
+    pairs_per_method: int = Field(default=8, ge=1, le=1000)
+    # Distinct backup methods one client may hold per kind; a new one beyond → 409.
+    methods_per_client: int = Field(default=16, ge=1, le=1000)
+    # Largest request body accepted (413 beyond): a share is typically 5-10 KB.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     db_pool_size: int = Field(default=8, ge=1)
     # Every this many seconds the gateway hands the memory freed since back to the OS (glibc's
     # malloc_trim, sharevault/memory.py): after a burst its RSS returns to its steady level.
@@ -178,6 +202,30 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters")
         return value
 
+    @model_validator(mode="after")
+    def _waits_fit_budget(self) -> Settings:
+        """The waits a request can make add up to no more than REQUEST_BUDGET."""
+        budget = self.request_budget
+        webhook = self.db_timeout + self.publish_timeout + self.commit_wait
+        if webhook > budget:
+            raise ValueError(
+                f"SHAREVAULT_DB_TIMEOUT + PUBLISH_TIMEOUT + COMMIT_WAIT ({webhook:g}s) exceed"
+                f" SHAREVAULT_REQUEST_BUDGET ({budget:g}s)"
+            )
+        client = self.identity_check + self.db_timeout + self.publish_timeout
+        if client > budget:
+            raise ValueError(
+                "the identity check (min(SHAREVAULT_PORTAL_TIMEOUT, "
+                f"{IDENTITY_CHECK_SECONDS:g}s)) + DB_TIMEOUT + PUBLISH_TIMEOUT ({client:g}s)"
+                f" exceed SHAREVAULT_REQUEST_BUDGET ({budget:g}s)"
+            )
+        return self
+
+    @property
+    def identity_check(self) -> float:
+        """Seconds a client route may spend proving its bearer with Portal."""
+        return min(self.portal_timeout, IDENTITY_CHECK_SECONDS)
+
     @property
     def keyring(self) -> list[tuple[str, bytes]]:
         return parse_keyring(self.encryption_keys.get_secret_value())
@@ -194,8 +242,11 @@ def describe_error(exc: ValidationError) -> str:
     """One line naming each bad setting, with pydantic's reason but never the value."""
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
-        name = "SHAREVAULT_" + "_".join(str(p) for p in err["loc"]).upper()
         reason = "is required" if err["type"] == "missing" else err["msg"]
+        if not err["loc"]:  # a rule across settings (its message names them)
+            parts.append(reason.removeprefix("Value error, "))
+            continue
+        name = "SHAREVAULT_" + "_".join(str(p) for p in err["loc"]).upper()
         parts.append(f"{name} {reason}")
     return "configuration error: " + "; ".join(parts)
 

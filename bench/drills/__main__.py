@@ -51,7 +51,9 @@ async def run_all(plan: str, drills: list[Drill], logdir: Path) -> tuple[list[Dr
 def main(plan: str, only: tuple[str, ...], out: Path, logs: Path | None) -> None:
     """Run the drills; print the table; write drills-<date>.json (and .md) to --out."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    drills = [d for d in DRILLS if not only or d.slug in only]
+    drills = [d for d in DRILLS if d.slug in only] if only else DRILLS
+    if plan == "smoke" and not only:
+        drills = [d for d in drills if d.smoke]
     stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M%S") + ("" if plan == "full" else f"-{plan}")
     logdir = logs or Path(tempfile.mkdtemp(prefix="svdrills-"))
     logdir.mkdir(parents=True, exist_ok=True)

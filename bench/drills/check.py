@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
 
-from bench.drills.load import Key, Ledger, seq_of, share_text
+from bench.drills.load import Ack, Key, Ledger, seq_of, share_text
 from sharevault.crypto import DecryptError, Identity, Keyring
 from sharevault.portal import REPORT_V2, REPORT_V3
 from tests.support.fake_portal import Call
@@ -36,6 +36,8 @@ WHERE client_id LIKE $1 AND status = 'pending' AND created_at <= to_timestamp($2
 CRASH_WINDOW = 3.0
 # A crash is recorded when we see it: the sender may have died a little before.
 CRASH_SEEN_LATE = 0.5
+# The gateway's default PAIRS_PER_METHOD: older pairs of a method are pruned on re-backup.
+PAIRS_PER_METHOD = 8
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Verdict:
     acknowledged: int = 0
     identities: int = 0
     lost: int = 0
+    pruned: int = 0  # pairs gone because PAIRS_PER_METHOD newer ones are stored: allowed
     regressed: int = 0
     duplicated: int = 0
     wrong: int = 0  # stored content or message id that matches no write we sent
@@ -103,12 +106,21 @@ async def stored_shares(
     return found
 
 
-def behind(ledger: Ledger, stored: dict[Key, Stored], moment: float | None = None) -> int:
-    """Identities whose share acknowledged (by `moment`) is not stored yet, or was overwritten."""
+def behind(
+    ledger: Ledger,
+    stored: dict[Key, Stored],
+    moment: float | None = None,
+    pairs_per_method: int = PAIRS_PER_METHOD,
+) -> int:
+    """Identities whose share acknowledged (by `moment`) is not stored yet, or was overwritten
+    (a pair pruned by `pairs_per_method` newer ones is neither)."""
+    newer_pairs = _newer_pairs_stored(ledger, stored)
     count = 0
     for log in ledger.identities.values():
         ack = log.newest if moment is None else log.newest_before(moment)
         row = stored.get(log.key)
+        if row is None and ack is not None and newer_pairs(log.key, ack) >= pairs_per_method:
+            continue
         if ack is not None and (row is None or (row.seq or 0) < ack.seq):
             count += 1
     return count
@@ -118,7 +130,21 @@ async def pending_reports_before(conn: asyncpg.Connection, prefix: str, wall: fl
     return int(await conn.fetchval(PENDING_BEFORE, f"{prefix}-%", wall))
 
 
-def _check_shares(verdict: Verdict, ledger: Ledger, stored: dict[Key, Stored]) -> None:
+def _newer_pairs_stored(ledger: Ledger, stored: dict[Key, Stored]) -> Callable[[Key, Ack], int]:
+    """How many pairs of a key's (kind, client, method) are stored whose newest write was sent
+    after the key's was acknowledged (a wallet app sends one backup at a time)."""
+    sent: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for key in stored:
+        log = ledger.identities.get(key)
+        if log is not None and log.newest is not None:
+            sent[key[:3]].append(log.newest.sent_at)
+    return lambda key, ack: sum(1 for t in sent[key[:3]] if t > ack.acked_at)
+
+
+def _check_shares(
+    verdict: Verdict, ledger: Ledger, stored: dict[Key, Stored], pairs_per_method: int
+) -> None:
+    newer_pairs = _newer_pairs_stored(ledger, stored)
     for key, log in ledger.identities.items():
         row, ack = stored.get(key), log.newest
         if row is not None and not row.text_ok:
@@ -130,7 +156,9 @@ def _check_shares(verdict: Verdict, ledger: Ledger, stored: dict[Key, Stored]) -
             verdict.note(f"{key}: went back from write {before} to {after}")
         if ack is None:
             continue
-        if row is None or (row.seq is not None and row.seq < ack.seq):
+        if row is None and newer_pairs(key, ack) >= pairs_per_method:
+            verdict.pruned += 1  # a re-backup's pruning, never the newest pairs
+        elif row is None or (row.seq is not None and row.seq < ack.seq):
             verdict.lost += 1
             held = "nothing" if row is None else f"write {row.seq}"
             verdict.note(f"{key}: acknowledged write {ack.seq} ({ack.message_id}), holds {held}")
@@ -219,11 +247,12 @@ async def check(
     share_bytes: int,
     calls: Iterable[Call],
     crashes: list[float],
+    pairs_per_method: int = PAIRS_PER_METHOD,
 ) -> Verdict:
     """Every invariant of a drill, from the database and the fake Portal's record."""
     verdict = Verdict(acknowledged=ledger.acknowledged, identities=len(ledger.identities))
     stored = await stored_shares(conn, keyring, ledger, prefix, share_bytes)
-    _check_shares(verdict, ledger, stored)
+    _check_shares(verdict, ledger, stored, pairs_per_method)
     verdict.duplicated = int(await conn.fetchval(DUPLICATES, f"{prefix}-%"))
     outbox = await conn.fetch(OUTBOX, f"{prefix}-%")
     _check_reports(verdict, outbox, stored, delivered_reports(calls, prefix), crashes)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import asyncpg
 
 from bench.drills.load import BackupLoad, LoadShape
 from bench.drills.stack import DrillStack
@@ -33,6 +36,8 @@ class Plan:
     postgres_outage: float
     portal_outage: float
     duplicate_seconds: float
+    stall_over: float  # the database stall outlasts REQUEST_BUDGET by this many seconds
+    request_budget: float | None  # REQUEST_BUDGET of every drill's processes (None: default)
     steady_seconds: float
     settle_seconds: float  # load kept on after recovery, before the drain
     recover_timeout: float
@@ -52,6 +57,9 @@ SMOKE = Plan(
     postgres_outage=2.0,
     portal_outage=2.5,
     duplicate_seconds=2.0,
+    stall_over=2.0,
+    # Short, so that the stall drill stays short: COMMIT_WAIT 2 + PUBLISH_TIMEOUT 2 + DB_TIMEOUT 1.
+    request_budget=5.0,
     steady_seconds=2.0,
     settle_seconds=0.3,
     recover_timeout=30.0,
@@ -70,6 +78,8 @@ FULL = Plan(
     postgres_outage=60.0,
     portal_outage=20.0,
     duplicate_seconds=20.0,
+    stall_over=5.0,
+    request_budget=None,
     steady_seconds=30.0,
     settle_seconds=3.0,
     recover_timeout=120.0,
@@ -114,6 +124,7 @@ class Drill:
     workers: int = 1
     proxy: bool = False
     private_pg: bool = False
+    smoke: bool = True  # part of the smoke form (without --only)
 
 
 async def worker_sigkill(ctx: DrillContext) -> None:
@@ -221,6 +232,54 @@ def portal_fault(kind: str) -> Callable[[DrillContext], Awaitable[None]]:
     return inject
 
 
+# Above REQUEST_BUDGET, an answer still counts as inside it: the time to send it and read it on a
+# loaded machine (Portal's own limit is 10 s, a second past the default budget).
+BUDGET_MARGIN = 1.0
+STALL_READS_EVERY = 1.0
+
+
+async def database_stall(ctx: DrillContext) -> None:
+    """Lock `shares` (ACCESS EXCLUSIVE) under load for longer than REQUEST_BUDGET, reading the
+    client's shares meanwhile as Portal and the app would; every answer must come inside it."""
+    budget = ctx.stack.settings().request_budget
+    app, token = ctx.load.app_clients[0]
+    driver = ctx.load.driver
+
+    async def timed(call: Awaitable[Any]) -> tuple[float, int]:
+        sent = time.monotonic()
+        answer = await call
+        return time.monotonic() - sent, answer.status
+
+    await ctx.more_acks(ctx.plan.between_acks)
+    reads: list[asyncio.Task[tuple[float, int]]] = []
+    locker = await asyncpg.connect(ctx.stack.database_url)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE shares IN ACCESS EXCLUSIVE MODE")
+            start = time.monotonic()
+            while time.monotonic() - start < budget + ctx.plan.stall_over:
+                reads.append(asyncio.create_task(timed(driver.fetch(app))))
+                reads.append(
+                    asyncio.create_task(timed(driver.client_get(app, token, method="GDRIVE")))
+                )
+                await asyncio.sleep(STALL_READS_EVERY)
+            end = time.monotonic()
+    finally:
+        await locker.close()
+    ctx.end_fault()
+    answered = await asyncio.gather(*reads)
+    # Writes sent during the stall may still be waiting: they have the budget to answer.
+    await asyncio.sleep(max(0.0, end + budget + BUDGET_MARGIN - time.monotonic()))
+    slowest_write, writes = ctx.load.ledger.slowest(start, end)
+    slowest = max([slowest_write, *(took for took, _ in answered)])
+    ctx.notes["stall_s"] = round(end - start, 1)
+    ctx.notes["budget_s"] = budget
+    ctx.notes["slowest_answer_s"] = round(slowest, 2)
+    ctx.notes["writes_during_stall"] = {str(s): n for s, n in sorted(writes.items())}
+    ctx.notes["reads_during_stall"] = dict(Counter(str(s) for _, s in answered))
+    ctx.notes["budget_held"] = slowest < budget + BUDGET_MARGIN
+
+
 async def duplicate_delivery(ctx: DrillContext) -> None:
     """Every message the gateway published goes to the queue a second time, while load runs."""
     published = 0
@@ -264,6 +323,9 @@ DRILLS = [
     Drill("portal-5xx", "Portal answers 5xx", portal_fault("5xx")),
     Drill("portal-429", "Portal answers 429", portal_fault("429")),
     Drill("portal-timeout", "Portal times out", portal_fault("timeout")),
+    # Not in the smoke form: the stall outlasts the budget, then the writes it held drain (about
+    # 45 s on a loaded machine); tests/drills/test_drill_stall.py runs it alone.
+    Drill("database-stall", "PostgreSQL stalled (tables locked)", database_stall, smoke=False),
     Drill("duplicate", "same message delivered twice", duplicate_delivery),
     Drill("three-workers", "three workers at once", three_workers, workers=3),
 ]

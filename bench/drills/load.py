@@ -80,6 +80,13 @@ class Ledger:
     seen_stored: dict[Key, int] = field(default_factory=dict)
     went_back: dict[Key, tuple[int, int]] = field(default_factory=dict)
     in_flight: int = 0
+    # Every answer (or failure, status 0): when its request was sent, how long it took.
+    timings: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def slowest(self, start: float, end: float) -> tuple[float, Counter[int]]:
+        """The longest answer to a request sent in [start, end), and the answers by status."""
+        during = [(took, status) for sent, took, status in self.timings if start <= sent < end]
+        return max((took for took, _ in during), default=0.0), Counter(s for _, s in during)
 
     def log(self, key: Key) -> IdentityLog:
         return self.identities.setdefault(key, IdentityLog(key))
@@ -124,6 +131,11 @@ class BackupLoad:
             portal.add_client(token, self._app_client(n))
             self.tokens.append(token)
 
+    @property
+    def app_clients(self) -> list[tuple[str, str]]:
+        """(client id, bearer token) of every wallet app of the load."""
+        return [(self._app_client(n), token) for n, token in enumerate(self.tokens)]
+
     def _app_client(self, n: int) -> str:
         return f"{self.prefix}-app{n}"
 
@@ -148,9 +160,11 @@ class BackupLoad:
             answer = await call(share_text(key, seq, self.shape.share_bytes))
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.ledger.answers[f"error {type(exc).__name__}"] += 1
+            self.ledger.timings.append((started, time.monotonic() - started, 0))
             return None
         finally:
             self.ledger.in_flight -= 1
+        self.ledger.timings.append((started, time.monotonic() - started, answer.status))
         self.ledger.answers[str(answer.status)] += 1
         body = answer.body if isinstance(answer.body, dict) else {}
         if 200 <= answer.status < 300 and isinstance(body.get("messageId"), str):

@@ -20,6 +20,7 @@ HEADERS = [
     "duplicated",
     "max deliveries of one message",
     "seconds to recover",
+    "slowest answer, s (budget)",
     "reported to Portal (delivered/owed)",
     "unplanned exits (restarted)",
     "invariants",
@@ -39,6 +40,12 @@ def _reports(r: DrillResult) -> str:
     return text
 
 
+def _slowest(r: DrillResult) -> str:
+    if "slowest_answer_s" not in r.notes:
+        return "-"
+    return f"{r.notes['slowest_answer_s']:.1f} ({r.notes.get('budget_s', '-'):g})"
+
+
 def table(results: list[DrillResult]) -> str:
     rows = [
         [
@@ -49,6 +56,7 @@ def table(results: list[DrillResult]) -> str:
             r.duplicated,
             "-" if r.max_deliveries is None else r.max_deliveries,
             "-" if r.recover_s is None else f"{r.recover_s:.1f}",
+            _slowest(r),
             _reports(r),
             len(r.unplanned_exits),
             "hold" if r.holds else "BROKEN",

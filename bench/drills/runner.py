@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import time
@@ -124,6 +125,7 @@ class Run:
                 portal,
                 self.logdir,
                 cluster=cluster,
+                request_budget=self.plan.request_budget,
             )
             if drill.proxy:
                 stack.proxy = await FaultProxy(AMQP_HOST, AMQP_PORT).start()
@@ -172,6 +174,10 @@ class Run:
             await conn.close()
         stats = list(stack.worker_stats())
         ctx.notes["acked_per_worker"] = [s["acked"] for s in stats]
+        # The slowest answer of the whole drill, against the processes' REQUEST_BUDGET.
+        slowest, _ = load.ledger.slowest(0.0, math.inf)
+        ctx.notes["budget_s"] = stack.settings().request_budget
+        ctx.notes.setdefault("slowest_answer_s", round(slowest, 2))
         acks = [a for i in load.ledger.identities.values() for a in i.acks]
         return DrillResult(
             drill=drill.slug,
@@ -189,7 +195,9 @@ class Run:
             reported_twice_in_crash_window=verdict.reported_twice_in_crash_window,
             reported_unowed=verdict.reported_unowed,
             wrong=verdict.wrong,
-            holds=verdict.holds and (recover is not None or ctx.fault_end is None),
+            holds=verdict.holds
+            and (recover is not None or ctx.fault_end is None)
+            and ctx.notes.get("budget_held", True),
             answers=dict(load.ledger.answers),
             committed=sum(1 for a in acks if a.status == "committed"),
             queued=sum(1 for a in acks if a.status == "queued"),

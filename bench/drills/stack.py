@@ -64,6 +64,7 @@ class DrillStack:
     logdir: Path
     proxy: FaultProxy | None = None
     cluster: PgCluster | None = None
+    request_budget: float | None = None  # REQUEST_BUDGET of the processes (None: the default)
     port: int = field(default_factory=free_port)
     gateway: SharevaultProcess | None = None
     workers: list[SharevaultProcess] = field(default_factory=list)
@@ -86,6 +87,7 @@ class DrillStack:
             "portal_api_url": self.portal.url,
             "http_port": str(self.port),
             **DRILL_SETTINGS,
+            **({} if self.request_budget is None else {"request_budget": str(self.request_budget)}),
         }
 
     def settings(self) -> Settings:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg import Record
+from cachetools import LRUCache
 
 from sharevault.background import running
 from sharevault.crypto import Identity, Keyring
@@ -62,6 +63,9 @@ VACUUM_SCALE = 0.2
 # this many seconds (a backend reports its counts within 10 s of going idle, ~1 s while busy).
 VACUUM_LOOK_EVERY = 1000
 VACUUM_LOOK_IDLE = 15.0
+# Methods known to be held, remembered by method_room (a client never loses a method it holds: the
+# pruning keeps the newest pair of each), so a client's next writes under it skip the query.
+KNOWN_METHODS = 100_000
 # A vacuum is never cut short by the pool's command timeout, but neither does it run forever.
 VACUUM_TIMEOUT = 3600.0
 
@@ -150,6 +154,10 @@ class StoredShare:
     message_id: str
 
 
+def _stored(r: Record) -> StoredShare:
+    return StoredShare(r["backup_method"], r["pair_id"], r["sealed"], r["version"], r["message_id"])
+
+
 @dataclass(frozen=True, slots=True)
 class SealedBearer:
     """A pending report's bearer as stored (to re-wrap); `identity` is its share's."""
@@ -159,11 +167,27 @@ class SealedBearer:
     sealed: bytes = field(repr=False)
 
 
-class Store:
-    """Typed queries over a pool."""
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What one client may hold (docs/operations.md, "Budget and bounds")."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    pairs_per_method: int = 8
+    methods_per_client: int = 16
+
+    @property
+    def shares_per_kind(self) -> int:
+        """The most shares of one kind a client can hold: what a read of them all returns."""
+        return self.pairs_per_method * self.methods_per_client
+
+
+class Store:
+    """Typed queries over a pool. A `timeout` bounds a call whole: pool wait, connecting, the
+    statement; past it the call raises TimeoutError (one of TRANSIENT_ERRORS)."""
+
+    def __init__(self, pool: asyncpg.Pool, bounds: Bounds | None = None) -> None:
         self.pool = pool
+        self.bounds = bounds or Bounds()
+        self._known_methods: LRUCache[tuple[str, str, str], bool] = LRUCache(KNOWN_METHODS)
         # Rows applied since vacuuming_shares last looked at the dead rows; it wakes at _look_every.
         self._applied_since_look = 0
         self._look_every = VACUUM_LOOK_EVERY
@@ -174,8 +198,16 @@ class Store:
         if self._applied_since_look >= self._look_every:
             self._look_due.set()
 
-    async def ping(self) -> None:
-        await self.pool.fetchval(Q["ping"], timeout=2)
+    async def _fetch(self, query: str, *args: Any, timeout: float | None) -> list[Record]:
+        if timeout is None:
+            return await self.pool.fetch(query, *args)
+        # asyncpg's own timeout covers the statement only (and cancels it in the server); the
+        # outer one also covers waiting for a pooled connection and opening one.
+        async with asyncio.timeout(timeout):
+            return await self.pool.fetch(query, *args, timeout=timeout)
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        await self._fetch(Q["ping"], timeout=timeout)
 
     async def upsert_batch(self, rows: Sequence[SealedRow]) -> set[str]:
         """Store a batch in one statement, wake waiters at commit; return the ids applied."""
@@ -199,6 +231,8 @@ class Store:
             [r.request_id for r in owed],
             # Every message of the batch is settled (applied, or superseded by a newer one).
             notice_payloads(r.message_id for r in rows),
+            self.bounds.pairs_per_method,
+            self.bounds.methods_per_client,
         )
         if result is None:  # a SELECT without FROM returns one row: never
             raise RuntimeError("store_batch returned no row")
@@ -206,24 +240,67 @@ class Store:
         self._wrote(len(applied))
         return set(applied)
 
-    async def stored_version(self, identity: Identity) -> tuple[int, str] | None:
-        row = await self.pool.fetchrow(
+    async def stored_version(
+        self, identity: Identity, *, timeout: float | None = None
+    ) -> tuple[int, str] | None:
+        rows = await self._fetch(
             Q["stored_version"],
             identity.kind,
             identity.client_id,
             identity.backup_method,
             identity.pair_id,
+            timeout=timeout,
         )
-        return None if row is None else (row["version"], row["message_id"])
+        return None if not rows else (rows[0]["version"], rows[0]["message_id"])
 
-    async def client_shares(self, kind: str, client_id: str) -> list[StoredShare]:
-        rows = await self.pool.fetch(Q["client_shares"], kind, client_id)
-        return [
-            StoredShare(
-                r["backup_method"], r["pair_id"], r["sealed"], r["version"], r["message_id"]
-            )
-            for r in rows
-        ]
+    async def client_shares(
+        self, kind: str, client_id: str, *, timeout: float | None = None
+    ) -> list[StoredShare]:
+        """Every share of one kind of the client (at most the bounds allow), newest first."""
+        rows = await self._fetch(
+            Q["client_shares"], kind, client_id, self.bounds.shares_per_kind, timeout=timeout
+        )
+        return [_stored(r) for r in rows]
+
+    async def client_share(
+        self,
+        client_id: str,
+        backup_method: str | None,
+        pair_id: str | None,
+        *,
+        unknown: str,
+        timeout: float | None = None,
+    ) -> StoredShare | None:
+        """The client share recovery serves: by pair id, else by method (`unknown` if none),
+        else the newest under `unknown` (client_shares.lookup_order, in SQL)."""
+        rows = await self._fetch(
+            Q["client_share_lookup"],
+            client_id,
+            pair_id or "",
+            backup_method or unknown,
+            timeout=timeout,
+        )
+        return _stored(rows[0]) if rows else None
+
+    async def method_room(
+        self, kind: str, client_id: str, backup_method: str, *, timeout: float | None = None
+    ) -> bool:
+        """Whether the client may store a share under this method (it has it, or room for it)."""
+        key = (kind, client_id, backup_method)
+        if key in self._known_methods:
+            return True
+        rows = await self._fetch(
+            Q["method_room"],
+            kind,
+            client_id,
+            backup_method,
+            self.bounds.methods_per_client,
+            timeout=timeout,
+        )
+        held, room = rows[0]["held"], rows[0]["room"]
+        if held:
+            self._known_methods[key] = True
+        return bool(held or room)
 
     async def process_outbox(
         self, limit: int, send: Callable[[list[OutboxRow]], Awaitable[list[OutboxOutcome]]]
@@ -456,17 +533,33 @@ def notice_payloads(message_ids: Iterable[str], limit: int = NOTIFY_PAYLOAD_LIMI
 
 
 @asynccontextmanager
-async def open_store(dsn: str, *, size: int = 8, min_size: int = 1) -> AsyncIterator[Store]:
-    """A pool for the lifetime of the block (min_size=0: start even while the database is down)."""
+async def open_store(
+    dsn: str,
+    *,
+    size: int = 8,
+    min_size: int = 1,
+    bounds: Bounds | None = None,
+    connect_timeout: float = 60.0,
+    command_timeout: float = 30.0,
+    statement_timeout: float | None = None,
+) -> AsyncIterator[Store]:
+    """A pool for the lifetime of the block (min_size=0: start even while the database is down).
+    `statement_timeout`: the server also gives up on any statement after that many seconds (the
+    gateway's reads: nothing it asks may outlive its request, not even in the server)."""
+    server_settings = {}
+    if statement_timeout is not None:
+        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min(min_size, size),
         max_size=size,
-        command_timeout=30,
+        command_timeout=command_timeout,
+        timeout=connect_timeout,
+        server_settings=server_settings,
         reset=_release_as_is,
     )
     try:
-        yield Store(pool)
+        yield Store(pool, bounds)
     finally:
         await pool.close()
 
@@ -488,8 +581,11 @@ class CommitListener:
         dsn: str,
         on_ids: Callable[[list[str]], None],
         on_reconnect: Callable[[], Awaitable[None]],
+        *,
+        connect_timeout: float = 5.0,
     ) -> None:
         self._dsn = dsn
+        self._connect_timeout = connect_timeout
         self._on_ids = on_ids
         self._on_reconnect = on_reconnect
         self._task: asyncio.Task[None] | None = None
@@ -502,7 +598,7 @@ class CommitListener:
         delay = 0.2
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
+                conn = await self._connect()
             except TRANSIENT_ERRORS as exc:
                 log.warning(
                     "commit listener: database unreachable (%s), retrying", type(exc).__name__
@@ -513,7 +609,6 @@ class CommitListener:
             closed = asyncio.Event()
             conn.add_termination_listener(_setter(closed))
             try:
-                await conn.add_listener(COMMIT_CHANNEL, self._notified)
                 self.connected.set()
                 delay = 0.2
                 # Notices sent while we were away are lost: let waiters re-check the table.
@@ -525,6 +620,19 @@ class CommitListener:
             finally:
                 self.connected.clear()
                 conn.terminate()
+
+    async def _connect(self) -> asyncpg.Connection[Record]:
+        conn = None
+        try:
+            # asyncio.timeout too: asyncpg's covers the connect, not the LISTEN after it.
+            async with asyncio.timeout(self._connect_timeout):
+                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+                await conn.add_listener(COMMIT_CHANNEL, self._notified)
+        except BaseException:
+            if conn is not None:
+                conn.terminate()
+            raise
+        return conn
 
     async def __aenter__(self) -> CommitListener:
         self._task = asyncio.create_task(self._run(), name="commit-listener")

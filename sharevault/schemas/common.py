@@ -7,11 +7,22 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, StringConstraints
 
 UNKNOWN_METHOD = "UNKNOWN"
-MAX_SHARE_CHARS = 512 * 1024
+# As large as the default MAX_BODY_BYTES (64 KiB): a share is typically 5-10 KB, and a body
+# of that size is refused (413) before the schema is ever asked.
+MAX_SHARE_CHARS = 64 * 1024
+MAX_METHOD_CHARS = 64
 
-# Printable ASCII without spaces: Portal ids are cuids, methods are words like GDRIVE-SECP256K1.
+# Printable ASCII without spaces: Portal ids are cuids.
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")]
-BackupMethod = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
+# Methods are words like GDRIVE-SECP256K1: letters, digits and a few separators, nothing a log
+# line, a metric label or a shell would treat specially. Each distinct one is a row group per
+# client, so it is short.
+BackupMethod = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=MAX_METHOD_CHARS, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*$"
+    ),
+]
 PairIdStr = Annotated[str, StringConstraints(max_length=255, pattern=r"^[!-~]*$")]
 
 

@@ -10,7 +10,7 @@ from sharevault import hops, memory
 from sharevault.background import running
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
-from sharevault.db import CommitListener, open_store
+from sharevault.db import Bounds, CommitListener, open_store
 from sharevault.portal import PortalClient
 from sharevault.service import client_shares, docs, health, monitoring, openapi, webhooks
 from sharevault.service.appkeys import (
@@ -37,11 +37,25 @@ from sharevault.wiring import broker_of
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     dsn = settings.database_url.get_secret_value()
-    async with open_store(dsn, size=settings.db_pool_size, min_size=0) as store:
+    # Nothing the gateway asks of the database may outlive a request, not even in the server.
+    async with open_store(
+        dsn,
+        size=settings.db_pool_size,
+        min_size=0,
+        bounds=Bounds(settings.pairs_per_method, settings.methods_per_client),
+        connect_timeout=settings.request_budget,
+        command_timeout=settings.request_budget,
+        statement_timeout=settings.request_budget,
+    ) as store:
         app[STORE] = store
-        waiter = CommitWaiter(store)
+        waiter = CommitWaiter(store, check_timeout=settings.db_timeout)
         app[WAITER] = waiter
-        async with CommitListener(dsn, waiter.on_committed, waiter.recheck_all):
+        async with CommitListener(
+            dsn,
+            waiter.on_committed,
+            waiter.recheck_all,
+            connect_timeout=max(settings.db_timeout, 5.0),
+        ):
             yield
 
 

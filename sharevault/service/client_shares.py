@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
-from pydantic import TypeAdapter, ValidationError
+from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from sharevault.crypto import Identity
 from sharevault.db import StoredShare
@@ -13,6 +14,7 @@ from sharevault.schemas import UNKNOWN_METHOD, ClientBackup, ClientBackupAnswer,
 from sharevault.schemas.common import ClientId
 from sharevault.service.appkeys import CLIENT_AUTH, KEYRING, SETTINGS, STORE
 from sharevault.service.bodies import describe_validation, json_answer, read_model
+from sharevault.service.deadline import Deadline, timed_out
 from sharevault.service.errors import ApiError
 from sharevault.service.ingest import accept_share
 from sharevault.service.reading import open_stored
@@ -43,7 +45,8 @@ def report_api_for(setting: str, pair_id: str) -> str | None:
 def lookup_order(
     shares: list[StoredShare], backup_method: str | None, pair_id: str | None
 ) -> list[StoredShare]:
-    """PortalEx's order: by pair id if given, else by method (UNKNOWN if none); then UNKNOWN."""
+    """PortalEx's order: by pair id if given, else by method (UNKNOWN if none); then UNKNOWN.
+    The reference for `Store.client_share`, which picks the first of these in SQL."""
     if pair_id:
         first = [s for s in shares if s.pair_id == pair_id]
     else:
@@ -53,35 +56,65 @@ def lookup_order(
     return first + legacy
 
 
+async def authenticate(
+    request: web.Request, client_id: str, deadline: Deadline
+) -> SecretStr | None:
+    """The client's proof, asked of Portal for at most the identity check's share of the budget."""
+    seconds = deadline.remaining(request.app[SETTINGS].identity_check)
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.app[CLIENT_AUTH].authenticate(request, client_id)
+    except TimeoutError:
+        raise ApiError(
+            503,
+            "portal_unavailable",
+            "Portal could not confirm who you are in time; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
 async def backup(request: web.Request) -> web.Response:
     """Store the caller's client backup share; 200 once durable, saying committed or queued."""
+    deadline = Deadline.of(request)
     client_id = path_client_id(request)
-    bearer = await request.app[CLIENT_AUTH].authenticate(request, client_id)
+    bearer = await authenticate(request, client_id, deadline)
     body = await read_model(request, ClientBackup)
     identity = Identity(CLIENT, client_id, body.backup_method, body.backup_share_pair_id)
     report_api = report_api_for(request.app[SETTINGS].portal_report_api, identity.pair_id)
     answer = await accept_share(
-        request, identity, body.share_text.encode(), report_api=report_api, bearer=bearer
+        request,
+        identity,
+        body.share_text.encode(),
+        deadline=deadline,
+        report_api=report_api,
+        bearer=bearer,
     )
     return json_answer(answer)
 
 
 async def get_backup(request: web.Request) -> web.Response:
     """The caller's client backup share for recovery, or 404 when none matches."""
+    deadline = Deadline.of(request)
     client_id = path_client_id(request)
-    await request.app[CLIENT_AUTH].authenticate(request, client_id)
+    await authenticate(request, client_id, deadline)
     try:
         query = ClientBackupQuery.model_validate(dict(request.query))
     except ValidationError as exc:
         raise ApiError(422, "invalid_query", describe_validation(exc)) from None
-    shares = await request.app[STORE].client_shares(CLIENT, client_id)
-    keyring = request.app[KEYRING]
-    for stored in lookup_order(shares, query.backup_method, query.backup_share_pair_id):
-        text = open_stored(keyring, CLIENT, client_id, stored)
-        if text is not None:
-            answer = ClientBackupAnswer(cipherText=text)
-            return json_answer(answer)
-    raise ApiError(404, "not_found", "no client backup share matches")
+    try:
+        stored = await request.app[STORE].client_share(
+            client_id,
+            query.backup_method,
+            query.backup_share_pair_id,
+            unknown=UNKNOWN_METHOD,
+            timeout=deadline.remaining(),
+        )
+    except TimeoutError:
+        raise timed_out("the database") from None
+    text = None if stored is None else open_stored(request.app[KEYRING], CLIENT, client_id, stored)
+    if text is None:
+        raise ApiError(404, "not_found", "no client backup share matches")
+    return json_answer(ClientBackupAnswer(cipherText=text))
 
 
 def add_routes(app: web.Application, root: str) -> None:

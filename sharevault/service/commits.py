@@ -31,8 +31,11 @@ def _period_over(future: asyncio.Future[bool]) -> None:
 class CommitWaiter:
     """Futures by message id, woken by commit notices and confirmed against the table."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, check_timeout: float = 1.0) -> None:
         self._store = store
+        # Longest a look at the table may take: a stalled database never holds a waiter past
+        # its budget (nor the listener's re-check after a reconnect).
+        self._check_timeout = check_timeout
         self._pending: dict[str, _Pending] = {}
 
     def expect(self, message_id: str, identity: Identity, version: int) -> None:
@@ -49,9 +52,9 @@ class CommitWaiter:
             if pending is not None and not pending.future.done():
                 pending.future.set_result(True)
 
-    async def _settled_in_table(self, pending: _Pending) -> bool:
+    async def _settled_in_table(self, pending: _Pending, timeout: float) -> bool:
         try:
-            stored = await self._store.stored_version(pending.identity)
+            stored = await self._store.stored_version(pending.identity, timeout=timeout)
         except TRANSIENT_ERRORS:
             return False
         return stored is not None and stored >= pending.version
@@ -59,11 +62,14 @@ class CommitWaiter:
     async def recheck_all(self) -> None:
         """After the listener reconnects: notices may have been missed while it was away."""
         for message_id, pending in list(self._pending.items()):
-            if not pending.future.done() and await self._settled_in_table(pending):
+            if not pending.future.done() and await self._settled_in_table(
+                pending, self._check_timeout
+            ):
                 self.on_committed([message_id])
 
     async def wait(self, message_id: str, budget: float) -> bool:
-        """True once committed or superseded; False when the budget runs out first."""
+        """True once committed or superseded; False when the budget runs out first. The last
+        look at the table may take up to `check_timeout` more: the caller leaves room for it."""
         pending = self._pending.get(message_id)
         if pending is None:
             return False
@@ -72,7 +78,7 @@ class CommitWaiter:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return await self._settled_in_table(pending)
+                return await self._settled_in_table(pending, self._check_timeout)
             # One timer that resolves the future itself when the period ends first: a timeout
             # and a shield per wait cost more than twice as much.
             future = pending.future
@@ -90,7 +96,8 @@ class CommitWaiter:
             # along; the request forgets the message right after.)
             pending.future = loop.create_future()
             # A notice can be lost (listener reconnecting): the table has the last word.
-            if await self._settled_in_table(pending):
+            left = deadline - loop.time()
+            if left > 0 and await self._settled_in_table(pending, min(self._check_timeout, left)):
                 return True
 
     @property

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from sharevault import hops, otel
 from sharevault.broker import BrokerUnavailable
 from sharevault.crypto import Identity
+from sharevault.db import TRANSIENT_ERRORS
 from sharevault.messages import ShareMessage, bearer_identity
 from sharevault.metrics import (
     COMMIT_WAIT_SECONDS,
@@ -22,8 +23,11 @@ from sharevault.metrics import (
     PUBLISH_FAILURES,
     PUBLISH_SECONDS,
 )
-from sharevault.service.appkeys import CLOCK, KEYRING, SETTINGS, SHARES, WAITER
+from sharevault.service.appkeys import CLOCK, KEYRING, SETTINGS, SHARES, STORE, WAITER
 from sharevault.service.bodies import Accepted
+from sharevault.service.commits import CommitWaiter
+from sharevault.service.deadline import Deadline, timed_out
+from sharevault.service.errors import ApiError
 from sharevault.service.request_ids import propagation_headers
 
 log = logging.getLogger(__name__)
@@ -37,20 +41,50 @@ def _commit_waits(outcome: str) -> Counter:
     return COMMIT_WAITS.labels(outcome)
 
 
+async def check_method_room(request: web.Request, identity: Identity, deadline: Deadline) -> None:
+    """409 when the share's method would take its client past METHODS_PER_CLIENT. Bounded by
+    DB_TIMEOUT and failing open: when the database does not answer in time, the worker enforces
+    the cap (it parks such a share, reason `rejected`) and the write goes on."""
+    settings = request.app[SETTINGS]
+    try:
+        room = await request.app[STORE].method_room(
+            identity.kind,
+            identity.client_id,
+            identity.backup_method,
+            timeout=deadline.remaining(settings.db_timeout),
+        )
+    except TRANSIENT_ERRORS as exc:
+        log.info("method cap not checked (%s): the worker enforces it", type(exc).__name__)
+        return
+    if not room:
+        raise ApiError(
+            409,
+            "too_many_methods",
+            f"this client already holds {settings.methods_per_client} backup methods"
+            " (METHODS_PER_CLIENT): back up under one of them",
+        )
+
+
 async def accept_share(
     request: web.Request,
     identity: Identity,
     share: bytes,
     *,
+    deadline: Deadline,
     report_api: str | None = None,
     bearer: SecretStr | None = None,
 ) -> Accepted:
-    """Seal the share, publish it with confirm, and wait (bounded) for the worker's commit."""
+    """Seal the share, publish it with confirm, and wait (bounded) for the worker's commit;
+    every wait ends by `deadline`: 503 before the confirm, 200 `queued` after it."""
     # With `report_api` and `bearer`, the worker tells Portal once the share is stored.
     if hops.ON:
         hops.mark()
     app = request.app
     settings, waiter, keyring = app[SETTINGS], app[WAITER], app[KEYRING]
+    await check_method_room(request, identity, deadline)
+    publish_timeout = deadline.remaining(settings.publish_timeout)
+    if publish_timeout <= 0:
+        raise timed_out("the queue")
     sealed_bearer = None
     if report_api is not None and bearer is not None:
         sealed_bearer = keyring.seal(bearer.get_secret_value().encode(), bearer_identity(identity))
@@ -83,7 +117,7 @@ async def accept_share(
                 )
                 if hops.ON:
                     hops.mark()
-                await app[SHARES].publish(message, timeout=settings.publish_timeout)
+                await app[SHARES].publish(message, timeout=publish_timeout)
         except BrokerUnavailable:
             PUBLISH_FAILURES.inc()
             raise
@@ -91,7 +125,9 @@ async def accept_share(
         PUBLISH_SECONDS.observe(confirmed - started)
         if hops.ON:
             hops.mark()
-        committed = settings.commit_wait > 0 and await waiter.wait(message_id, settings.commit_wait)
+        committed = settings.commit_wait > 0 and await _wait_for_commit(
+            waiter, message_id, settings.commit_wait, settings.db_timeout, deadline
+        )
         if hops.ON:
             hops.mark(message_id)
     finally:
@@ -104,3 +140,19 @@ async def accept_share(
             log.info("commit wait ran out for message %s; durable in queue", message_id)
     log.debug("accepted message %s (%s share)", message_id, identity.kind)
     return Accepted(message_id, "committed" if committed else "queued")
+
+
+async def _wait_for_commit(
+    waiter: CommitWaiter, message_id: str, wait: float, check: float, deadline: Deadline
+) -> bool:
+    """COMMIT_WAIT, or what the deadline leaves after room for the last look at the table."""
+    left = deadline.remaining()
+    budget = min(wait, left - min(check, left / 2))
+    if budget <= 0:
+        return False
+    # The deadline has the last word, whatever a look at the table does.
+    try:
+        async with deadline.scope():
+            return await waiter.wait(message_id, budget)
+    except TimeoutError:
+        return False

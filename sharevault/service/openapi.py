@@ -23,6 +23,7 @@ ERRORS = {
     "401": "Missing or wrong credentials",
     "404": "No share matches",
     "403": "Caller not allowed (address allowlist, or another client's data)",
+    "409": "A backup method new to the client beyond METHODS_PER_CLIENT (too_many_methods)",
     "413": "Body too large",
     "415": "Content-Type is not application/json",
     "422": "Body breaks the schema",
@@ -103,7 +104,7 @@ def webhook_operations(root: str) -> list[Operation]:
             body=WebhookBackup,
             answer=AcceptedAnswer,
             security="webhookSecret",
-            errors=write_errors,
+            errors=(*write_errors, "409"),
         ),
         Operation(
             "post",
@@ -137,7 +138,7 @@ def client_operations(root: str) -> list[Operation]:
             body=ClientBackup,
             answer=AcceptedAnswer,
             security="portalBearer",
-            errors=("400", "401", "403", "413", "415", "422", "503"),
+            errors=("400", "401", "403", "409", "413", "415", "422", "503"),
             parameters=[client_id],
         ),
         Operation(

@@ -11,6 +11,7 @@ from sharevault.schemas import WebhookBackup, WebhookFetch
 from sharevault.service.appkeys import KEYRING, STORE
 from sharevault.service.auth import require_webhook_secret
 from sharevault.service.bodies import json_answer, read_model
+from sharevault.service.deadline import Deadline, timed_out
 from sharevault.service.ingest import accept_share
 from sharevault.service.ipfilter import require_allowed_ip
 from sharevault.service.reading import open_stored
@@ -22,22 +23,30 @@ CUSTODIAN = "custodian"
 
 async def backup(request: web.Request) -> web.Response:
     """Store a custodian share; 200 only after the broker confirmed it (and, in budget, commit)."""
+    deadline = Deadline.of(request)
     require_allowed_ip(request)
     require_webhook_secret(request)
     body = await read_model(request, WebhookBackup)
     identity = Identity(CUSTODIAN, body.client_id, body.backup_method, body.backup_share_pair_id)
-    answer = await accept_share(request, identity, body.share_text.encode())
+    answer = await accept_share(request, identity, body.share_text.encode(), deadline=deadline)
     return json_answer(answer)
 
 
 async def backup_fetch(request: web.Request) -> web.Response:
     """Every stored custodian share of the client, newest first, exactly as Portal sent it."""
+    deadline = Deadline.of(request)
     require_allowed_ip(request)
     require_webhook_secret(request)
     body = await read_model(request, WebhookFetch)
     keyring = request.app[KEYRING]
+    try:
+        found = await request.app[STORE].client_shares(
+            CUSTODIAN, body.client_id, timeout=deadline.remaining()
+        )
+    except TimeoutError:
+        raise timed_out("the database") from None
     shares: list[str] = []
-    for stored in await request.app[STORE].client_shares(CUSTODIAN, body.client_id):
+    for stored in found:
         text = open_stored(keyring, CUSTODIAN, body.client_id, stored)
         if text is not None:
             shares.append(text)

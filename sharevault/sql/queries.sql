@@ -6,22 +6,86 @@
 -- (redelivery, replay) never gets a second. `notices`: wakes the gateways waiting for every message
 -- of the batch, applied or superseded ($15: ids joined by commas, each payload under 8000 bytes);
 -- PostgreSQL delivers them at commit and drops them if the statement fails. A CTE that is not read
--- is not run: the final SELECT reads `notices`. Returns the ids applied.
+-- is not run: the final SELECT reads `notices` and `refused`. Returns the ids applied.
 -- The sealed shares come as one bytea ($5) cut by 1-based starts and sizes ($6, $7): asyncpg
 -- encodes a bytea[] element by element at a fraction of the speed (store.share_columns).
-WITH applied AS (
+-- Bounds per client (docs/operations.md, "Budget and bounds"): of each (kind, client, method) the
+-- batch touches, only the newest $16 pair ids by (version, message_id) stay, counting the rows held
+-- (this statement's snapshot) and the batch's: an incoming pair ranked below is not stored (it is
+-- superseded, as an older version is), an older held pair is deleted (`pruned`), in this statement.
+-- A held row is deleted only if it still holds the version ranked (FOR UPDATE re-checks it after a
+-- concurrent writer) and nobody else is writing it (SKIP LOCKED: never wait, never deadlock): two
+-- concurrent batches may leave one pair too many, which the next write prunes; neither can prune
+-- a pair newer than $16 others. `refused`: a method new to its client that would take the client
+-- past $17 distinct methods fails the statement (check_violation); the worker parks that share.
+WITH incoming AS (
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::int[], $7::int[],
+                $8::text[], $9::bigint[], $10::text[])
+         AS r(kind, client_id, backup_method, pair_id, start, size, key_id, version, message_id)
+), held AS (
+    -- One probe of the primary key per client (OFFSET 0 keeps the planner from turning it into
+    -- a join that may read the whole table).
+    SELECT s.*
+    FROM (SELECT DISTINCT kind, client_id FROM incoming) c
+    CROSS JOIN LATERAL (
+        SELECT s.kind, s.client_id, s.backup_method, s.pair_id, s.version, s.message_id
+        FROM shares s WHERE s.kind = c.kind AND s.client_id = c.client_id OFFSET 0
+    ) s
+), pairs AS (
+    -- Every pair of the batch's clients: those held and those coming. (Counted by DISTINCT then
+    -- count(*), which hash; count(DISTINCT) sorts, at several times the cost.)
+    SELECT kind, client_id, backup_method, pair_id, version, message_id FROM held
+    UNION ALL
+    SELECT kind, client_id, backup_method, pair_id, version, message_id FROM incoming
+), refused AS (
+    SELECT sharevault_refuse('methods_per_client')
+    FROM incoming i
+    JOIN (SELECT kind, client_id
+          FROM (SELECT DISTINCT kind, client_id, backup_method FROM pairs) m
+          GROUP BY kind, client_id HAVING count(*) > $17) n USING (kind, client_id)
+    WHERE NOT EXISTS (SELECT FROM held h WHERE (h.kind, h.client_id, h.backup_method)
+                                               = (i.kind, i.client_id, i.backup_method))
+), ranked AS (
+    -- Only the methods with more than $16 pairs are ranked (as a rule, none).
+    SELECT kind, client_id, backup_method, pair_id,
+           row_number() OVER (PARTITION BY kind, client_id, backup_method
+                              ORDER BY version DESC, message_id DESC) AS rank
+    FROM (SELECT DISTINCT ON (kind, client_id, backup_method, pair_id) p.*
+          FROM pairs p
+          JOIN (SELECT kind, client_id, backup_method
+                FROM (SELECT DISTINCT kind, client_id, backup_method, pair_id FROM pairs) d
+                GROUP BY kind, client_id, backup_method HAVING count(*) > $16) crowded
+            USING (kind, client_id, backup_method)
+          ORDER BY kind, client_id, backup_method, pair_id, version DESC, message_id DESC) newest
+), applied AS (
     INSERT INTO shares AS s (kind, client_id, backup_method, pair_id, sealed, key_id, version,
                              message_id)
     SELECT r.kind, r.client_id, r.backup_method, r.pair_id, substr($5::bytea, r.start, r.size),
            r.key_id, r.version, r.message_id
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::int[], $7::int[],
-                $8::text[], $9::bigint[], $10::text[])
-         AS r(kind, client_id, backup_method, pair_id, start, size, key_id, version, message_id)
+    FROM incoming r
+    WHERE NOT EXISTS (SELECT FROM ranked k
+                      WHERE (k.kind, k.client_id, k.backup_method, k.pair_id)
+                            = (r.kind, r.client_id, r.backup_method, r.pair_id)
+                        AND k.rank > $16)
     ON CONFLICT (kind, client_id, backup_method, pair_id) DO UPDATE
     SET sealed = excluded.sealed, key_id = excluded.key_id, version = excluded.version,
         message_id = excluded.message_id, updated_at = now()
     WHERE (excluded.version, excluded.message_id) > (s.version, s.message_id)
     RETURNING s.client_id, s.backup_method, s.pair_id, s.message_id
+), doomed AS (
+    SELECT s.kind, s.client_id, s.backup_method, s.pair_id
+    FROM shares s
+    JOIN held h USING (kind, client_id, backup_method, pair_id)
+    JOIN ranked k USING (kind, client_id, backup_method, pair_id)
+    WHERE k.rank > $16 AND s.version = h.version AND s.message_id = h.message_id
+    ORDER BY s.kind, s.client_id, s.backup_method, s.pair_id
+    FOR UPDATE OF s SKIP LOCKED
+), pruned AS (
+    DELETE FROM shares s USING doomed d
+    WHERE (s.kind, s.client_id, s.backup_method, s.pair_id)
+          = (d.kind, d.client_id, d.backup_method, d.pair_id)
+    RETURNING s.pair_id
 ), owed AS (
     INSERT INTO outbox (message_id, client_id, backup_method, pair_id, report_api, bearer_sealed,
                         request_id)
@@ -34,7 +98,8 @@ WITH applied AS (
 ), notices AS (
     SELECT pg_notify('sharevault_committed', payload) FROM unnest($15::text[]) AS payload
 )
-SELECT ARRAY(SELECT message_id FROM applied) AS applied, (SELECT count(*) FROM notices) AS notices;
+SELECT ARRAY(SELECT message_id FROM applied) AS applied, (SELECT count(*) FROM pruned) AS pruned,
+       (SELECT count(*) FROM notices) AS notices, (SELECT count(*) FROM refused) AS refused;
 
 -- name: stored_version
 -- The version an identity holds now: read-your-writes re-checks against it.
@@ -42,10 +107,31 @@ SELECT version, message_id FROM shares
 WHERE kind = $1 AND client_id = $2 AND backup_method = $3 AND pair_id = $4;
 
 -- name: client_shares
--- Every share of one kind of a client, newest first (for /backup/fetch).
+-- The newest $3 shares of one kind of a client, newest first (for /backup/fetch): the bounds
+-- per client make $3 = METHODS_PER_CLIENT * PAIRS_PER_METHOD all of them.
 SELECT backup_method, pair_id, sealed, version, message_id FROM shares
 WHERE kind = $1 AND client_id = $2
-ORDER BY version DESC, message_id DESC;
+ORDER BY version DESC, message_id DESC
+LIMIT $3;
+
+-- name: client_share_lookup
+-- The one client share recovery serves, in PortalEx's order (client_shares.lookup_order): the
+-- newest with pair id $2 if one is given ('' if not), else the newest with method $3; failing
+-- that, the newest under method UNKNOWN (a legacy share).
+SELECT backup_method, pair_id, sealed, version, message_id FROM shares
+WHERE kind = 'client' AND client_id = $1
+  AND (CASE WHEN $2 <> '' THEN pair_id = $2 ELSE backup_method = $3 END
+       OR backup_method = 'UNKNOWN')
+ORDER BY (CASE WHEN $2 <> '' THEN pair_id = $2 ELSE backup_method = $3 END) DESC,
+         version DESC, message_id DESC
+LIMIT 1;
+
+-- name: method_room
+-- Whether client $2 may store a share of kind $1 under method $3: it holds that method already,
+-- or fewer than $4 methods (one range of the primary key, at most the bounds' rows).
+SELECT coalesce(bool_or(backup_method = $3), false) AS held,
+       count(DISTINCT backup_method) < $4 AS room
+FROM shares WHERE kind = $1 AND client_id = $2;
 
 -- name: ping
 -- Readiness: the database answers.

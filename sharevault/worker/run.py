@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 
 from sharevault.config import Settings, mask_url
 from sharevault.crypto import Keyring
-from sharevault.db import open_store, vacuuming_shares
+from sharevault.db import Bounds, open_store, vacuuming_shares
 from sharevault.wiring import broker_of
 from sharevault.worker.consumer import ShareWorker
 from sharevault.worker.outbox import running_outbox
@@ -28,7 +28,12 @@ async def open_worker(settings: Settings) -> AsyncIterator[ShareWorker]:
     # Connections: the consumer's batches, the outbox sender (held while Portal answers), a
     # vacuum where autovacuum is off (held while it runs), and one to spare.
     async with (
-        open_store(settings.database_url.get_secret_value(), size=4, min_size=0) as store,
+        open_store(
+            settings.database_url.get_secret_value(),
+            size=4,
+            min_size=0,
+            bounds=Bounds(settings.pairs_per_method, settings.methods_per_client),
+        ) as store,
         vacuuming_shares(store, enabled=settings.worker_vacuum),
         broker_of(settings, name="sharevault-worker") as broker,
         running_outbox(settings, store, keyring),

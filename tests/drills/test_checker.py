@@ -98,6 +98,24 @@ async def test_lost_regressed_and_foreign_shares_are_found(db: asyncpg.Connectio
     assert (found.lost, found.regressed, found.wrong) == (2, 1, 2), found.problems
 
 
+async def test_a_pair_pruned_by_eight_newer_ones_is_not_lost(db: asyncpg.Connection) -> None:
+    # A wallet app re-backs up under a new pair each time: the oldest pairs are pruned
+    # (PAIRS_PER_METHOD = 8). Gone with 8 newer pairs stored: pruned; with only 7: lost.
+    ledger = Ledger()
+    pairs: list[Key] = [("custodian", f"{P}-app", "GDRIVE", f"pair{n}") for n in range(10)]
+    for n, key in enumerate(pairs):
+        log = ledger.log(key)
+        log.sent = 1
+        log.acks.append(Ack(1, f"{key[3]}-m1", "committed", float(n), n + 0.5))
+    for key in pairs[2:]:
+        await store(db, key, 1, message_id=f"{key[3]}-m1")
+    found = await verdict(db, ledger, [], [])
+    assert found.holds and (found.pruned, found.lost) == (2, 0), found.problems
+    await db.execute("DELETE FROM shares WHERE pair_id = 'pair2'")
+    found = await verdict(db, ledger, [], [])
+    assert not found.holds and (found.pruned, found.lost) == (0, 3), found.problems
+
+
 async def test_unreported_and_twice_reported_shares_are_found(db: asyncpg.Connection) -> None:
     ledger = Ledger()
     keys: list[Key] = [("client", f"{P}-app{n}", "GDRIVE", f"pair{n}") for n in range(3)]

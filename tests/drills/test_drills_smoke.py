@@ -58,7 +58,7 @@ def drills(run: Result) -> dict[str, Result]:
 
 def test_every_drill_ran_under_load(run: Result) -> None:
     by_slug = drills(run)
-    assert set(by_slug) == {d.slug for d in DRILLS}
+    assert set(by_slug) == {d.slug for d in DRILLS if d.smoke}
     for slug, d in by_slug.items():
         assert d["acknowledged"] >= SMOKE.warmup_acks, slug
         assert d["reports_owed"] > 0, f"{slug}: no client share was stored"

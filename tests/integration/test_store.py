@@ -138,7 +138,8 @@ async def test_a_thousand_ids_are_all_notified_in_payloads_under_8000_bytes(
         row(
             version,
             f"{n:03d}-{version}".rjust(64, "x"),
-            identity=Identity("custodian", "c", "M", f"{n}"),
+            # One client each: one client keeps only PAIRS_PER_METHOD pairs of a method.
+            identity=Identity("custodian", f"c{n}", "M", "p"),
         )
         for n in range(500)
         for version in (1, 2)

@@ -26,7 +26,9 @@ class Table:
         self.hold: asyncio.Event | None = None
         self.asking = asyncio.Event()
 
-    async def stored_version(self, identity: Identity) -> tuple[int, str] | None:
+    async def stored_version(
+        self, identity: Identity, *, timeout: float | None = None
+    ) -> tuple[int, str] | None:
         self.asked += 1
         self.asking.set()
         if self.hold is not None:
@@ -92,6 +94,34 @@ async def test_the_table_has_the_last_word_when_the_budget_is_shorter_than_a_per
     table.rows[ALICE] = (VERSION, "m1")
     assert await waiter.wait("m1", 0.01)
     assert table.asked == 1
+
+
+class StalledTable(Table):
+    """A database that never answers: every look lasts its whole timeout, as Store's do."""
+
+    async def stored_version(
+        self, identity: Identity, *, timeout: float | None = None
+    ) -> tuple[int, str] | None:
+        self.asked += 1
+        async with asyncio.timeout(timeout):
+            await asyncio.Event().wait()
+        return None
+
+
+async def test_a_stalled_table_never_holds_a_wait_past_its_budget_and_one_look() -> None:
+    table = StalledTable()
+    waiter = CommitWaiter(cast(Store, table), check_timeout=0.05)
+    waiter.expect("m1", ALICE, VERSION)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert not await waiter.wait("m1", 0.2)
+    # The budget, then at most one more look of check_timeout (generous for a loaded machine).
+    assert loop.time() - started < 0.2 + 0.05 + 0.2
+    assert table.asked >= 2
+    waiter.expect("m2", ALICE, VERSION)
+    started = loop.time()
+    await waiter.recheck_all()  # after a reconnect: each look bounded too
+    assert loop.time() - started < 0.05 * 2 + 0.2
 
 
 async def test_a_notice_after_a_period_ended_still_ends_the_wait() -> None:

@@ -54,6 +54,25 @@ def test_malformed_values_are_named_but_never_echoed(monkeypatch: pytest.MonkeyP
     assert bad_keys.split(":")[1] not in message
 
 
+def test_waits_that_exceed_the_budget_stop_the_start_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHAREVAULT_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("SHAREVAULT_ENCRYPTION_KEYS", GOOD_KEYS)
+    defaults = load_settings()
+    assert (defaults.request_budget, defaults.max_body_bytes) == (9.0, 64 * 1024)
+    assert defaults.db_timeout + defaults.publish_timeout + defaults.commit_wait <= 9.0
+    with pytest.raises(ConfigError) as err:
+        load_settings(commit_wait=7.0)  # 1 + 2 + 7 > 9
+    message = str(err.value)
+    for name in ("DB_TIMEOUT", "PUBLISH_TIMEOUT", "COMMIT_WAIT", "SHAREVAULT_REQUEST_BUDGET"):
+        assert name in message
+    assert "\n" not in message and "Value error" not in message
+    with pytest.raises(ConfigError, match="PORTAL_TIMEOUT"):
+        load_settings(request_budget=4.0, commit_wait=0.5, publish_timeout=1.0)  # 3 + 1 + 1 > 4
+    assert load_settings(request_budget=20.0, commit_wait=8.0).commit_wait == 8.0
+
+
 def test_mask_url_hides_the_password() -> None:
     masked = mask_url(SecretStr("postgresql://user:hunter2@db:5432/sv"))
     assert masked == "postgresql://user:***@db:5432/sv"

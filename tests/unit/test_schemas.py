@@ -50,6 +50,13 @@ def test_unknown_methods_are_accepted_as_is() -> None:
 
 
 @pytest.mark.parametrize(
+    "method", ["GDRIVE-SECP256K1", "PASSKEY_ED25519", "v2.CUSTOM:x+y", "M" * 64]
+)
+def test_methods_of_the_safe_charset_are_accepted(method: str) -> None:
+    assert parse({"clientId": "c", "backupMethod": method, "share": "s"}).backup_method == method
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         {"share": "s"},
@@ -63,6 +70,11 @@ def test_unknown_methods_are_accepted_as_is() -> None:
         {"clientId": "c", "share": "x" * (MAX_SHARE_CHARS + 1)},
         {"clientId": "c", "backupMethod": "", "share": "s"},
         {"clientId": "c", "backupMethod": "M" * 65, "share": "s"},
+        {"clientId": "c", "backupMethod": "-LEADING", "share": "s"},
+        {"clientId": "c", "backupMethod": "GDRIVE<script>", "share": "s"},
+        {"clientId": "c", "backupMethod": "GDRIVE\n", "share": "s"},
+        {"clientId": "c", "backupMethod": "a'b", "share": "s"},
+        {"clientId": "c", "backupMethod": "GDRIVE/..", "share": "s"},
         {"clientId": 7, "share": "s"},
     ],
 )
