@@ -12,7 +12,7 @@ LABELS = {
 MARKS = {True: "hold", False: "**miss**"}
 
 
-def _f(value: Any, digits: int = 2) -> str:
+def fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -20,14 +20,14 @@ def _f(value: Any, digits: int = 2) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
+def table(header: list[str], body: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(cells) + " |" for cells in body]
 
 
 def _parts(per: dict[str, Any] | None, parts: tuple[str, ...]) -> str:
     per = per or {}
-    return " / ".join(_f(per.get(p), 3) for p in parts)
+    return " / ".join(fmt(per.get(p), 3) for p in parts)
 
 
 def render(res: dict[str, Any]) -> list[str]:
@@ -44,20 +44,20 @@ def render(res: dict[str, Any]) -> list[str]:
             body.append(
                 [
                     str(r["connections"]),
-                    _f(s["shares_per_s"], 0),
-                    _f(n["shares_per_s"], 0),
-                    f"**{_f(r['x_rate'])}**",
-                    f"{_f(s['p50'], 1)} / {_f(n['p50'], 1)}",
-                    f"{_f(s['p99'], 1)} / {_f(n['p99'], 1)}",
-                    _f(r["x_p99"]),
-                    f"{_f(s['cpu_ms_per_share'], 3)} / {_f(n['cpu_ms_per_share'], 3)}",
-                    _f(r["x_cpu"]),
+                    fmt(s["shares_per_s"], 0),
+                    fmt(n["shares_per_s"], 0),
+                    f"**{fmt(r['x_rate'])}**",
+                    f"{fmt(s['p50'], 1)} / {fmt(n['p50'], 1)}",
+                    f"{fmt(s['p99'], 1)} / {fmt(n['p99'], 1)}",
+                    fmt(r["x_p99"]),
+                    f"{fmt(s['cpu_ms_per_share'], 3)} / {fmt(n['cpu_ms_per_share'], 3)}",
+                    fmt(r["x_cpu"]),
                     _parts(s["cpu_ms_per_share_by_part"], ("gateway", "worker", "rabbitmq")),
-                    _f((s["cpu_ms_per_share_by_part"] or {}).get("postgres"), 3),
+                    fmt((s["cpu_ms_per_share_by_part"] or {}).get("postgres"), 3),
                     _parts(n["cpu_ms_per_share_by_part"], ("app", "postgres")),
                 ]
             )
-        lines += _table(
+        lines += table(
             [
                 "connections",
                 "sharevault shares/s",
@@ -83,7 +83,7 @@ def render(res: dict[str, Any]) -> list[str]:
             " ceiling):",
             "",
         ]
-        lines += _table(
+        lines += table(
             ["target", "measured", "result"],
             [[t["target"], t["measured"], MARKS[t["holds"]]] for t in targets],
         )
@@ -101,17 +101,17 @@ def _variant(res: dict[str, Any], w: dict[str, Any]) -> list[str]:
         body.append(
             [
                 str(r["connections"]),
-                f"{_f(s['shares_per_s'], 0)} / {_f(a['shares_per_s'], 0)}",
-                _f(r["x_rate"]),
-                f"{_f(s['p50'], 1)} / {_f(a['p50'], 1)}",
-                f"{_f(s['p99'], 1)} / {_f(a['p99'], 1)}",
-                f"{_f(s['cpu_ms_per_share'], 3)} / {_f(a['cpu_ms_per_share'], 3)}",
-                _f(r["x_cpu"]),
-                _f(b["x_rate"]),
+                f"{fmt(s['shares_per_s'], 0)} / {fmt(a['shares_per_s'], 0)}",
+                fmt(r["x_rate"]),
+                f"{fmt(s['p50'], 1)} / {fmt(a['p50'], 1)}",
+                f"{fmt(s['p99'], 1)} / {fmt(a['p99'], 1)}",
+                f"{fmt(s['cpu_ms_per_share'], 3)} / {fmt(a['cpu_ms_per_share'], 3)}",
+                fmt(r["x_cpu"]),
+                fmt(b["x_rate"]),
             ]
         )
     lines = ["", f"A/B in the same run: sharevault B ({settings}) against A (defaults):", ""]
-    lines += _table(
+    lines += table(
         [
             "connections",
             "shares/s B / A",
@@ -162,7 +162,7 @@ def render_hops(res: dict[str, Any]) -> list[str]:
         row = [hop, hb["notes"][hop]]
         for run in runs:
             got = run["hop_ms"][hop]
-            row += [_f(got["p50"]), _f(got["p99"])]
+            row += [fmt(got["p50"]), fmt(got["p99"])]
         body.append(row)
     for name, key, note in (
         ("server total", "server_ms", "request in -> response built (one request's own sum)"),
@@ -171,7 +171,7 @@ def render_hops(res: dict[str, Any]) -> list[str]:
         row = [name, note]
         for run in runs:
             got = run[key]
-            row += [_f(got["p50"]), _f(got["p99"])]
+            row += [fmt(got["p50"]), fmt(got["p99"])]
         body.append(row)
     traced = ", ".join(f"{r['requests']:,}" for r in runs)
     return [
@@ -179,7 +179,7 @@ def render_hops(res: dict[str, Any]) -> list[str]:
         "Latency budget of one request, hop by hop (closed loop with SHAREVAULT_HOP_TRACE; hop"
         " percentiles do not add up to the total's):",
         "",
-        *_table(header, body),
+        *table(header, body),
         "",
         f"Requests traced per run: {traced}.",
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import curvereport
+from bench.curvereport import fmt, table
 from bench.measure import P99_BOUND_MS
 
 CORES = (8, 32, 128)
@@ -212,19 +213,6 @@ CAPACITY_NOTES = (
 )
 
 
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
-
-
 def _open_rows(res: dict[str, Any]) -> list[list[str]]:
     body = []
     for label, key in (("(b) naive direct write", "naive"), ("sharevault", "sharevault")):
@@ -268,7 +256,7 @@ def _sweep_table(res: dict[str, Any]) -> list[str]:
                 text += f", {fmt(p['failed'])} failed"
             cells.append(f"**{text}**" if n == chosen else text)
         body.append([label, *cells])
-    return _table(["system", *(f"{n} connections" for n in counts)], body) if body else []
+    return table(["system", *(f"{n} connections" for n in counts)], body) if body else []
 
 
 def _cpu_rows(res: dict[str, Any]) -> list[list[str]]:
@@ -307,7 +295,7 @@ def render(res: dict[str, Any]) -> str:
     """The tables printed after a run (Markdown: the README shows them as they are)."""
     lines = curvereport.render(res) + curvereport.render_hops(res)
     lines += ["", "Maximum rate (" + _driver(res) + "):", ""]
-    lines += _table(
+    lines += table(
         [
             "system",
             "connections",
@@ -358,7 +346,7 @@ def render(res: dict[str, Any]) -> str:
                 " the point with the lowest p99 stands for the maximum.",
             ]
     lines += ["", "CPU seconds per 1,000 shares by process (= CPU ms per share), peak RSS MB:", ""]
-    lines += _table(
+    lines += table(
         [
             "system",
             "app/gateway",
@@ -373,7 +361,7 @@ def render(res: dict[str, Any]) -> str:
         _cpu_rows(res),
     )
     lines += ["", "Portal-like open loop (Python driver, latency from the due time):", ""]
-    lines += _table(
+    lines += table(
         [
             "system",
             "offered/s",
@@ -390,7 +378,7 @@ def render(res: dict[str, Any]) -> str:
     )
     lines += ["", "Targets of issue 6:", ""]
     marks = {True: "yes", False: "**no**", None: "not measured"}
-    lines += _table(
+    lines += table(
         ["target", "measured", "holds"],
         [[t["target"], t["measured"], marks[t["holds"]]] for t in res.get("targets", [])],
     )
@@ -402,7 +390,7 @@ def render(res: dict[str, Any]) -> str:
             body.append(
                 [name, n, fmt(c["sustained"]), c["bottleneck"], per, fmt(c["one_box_of_n_cores"])]
             )
-    lines += _table(
+    lines += table(
         [
             "design",
             "cores per component",
@@ -414,7 +402,7 @@ def render(res: dict[str, Any]) -> str:
         body,
     )
     lines += ["", "Disk after the run (overwrite-heavy backlog included):", ""]
-    lines += _table(
+    lines += table(
         ["database", "live shares", "MB on disk", "bytes per live share", "dead rows"],
         [
             [
