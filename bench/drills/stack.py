@@ -17,8 +17,9 @@ from sharevault.broker import Topology, delete_topology
 from sharevault.config import Settings, load_settings
 from sharevault.wiring import broker_of
 from tests.support import FakePortal
+from tests.support.environment import free_port
 from tests.support.faultproxy import FaultProxy
-from tests.support.pgcluster import PgCluster, free_port
+from tests.support.pgcluster import PgCluster
 from tests.support.subprocesses import SharevaultProcess
 
 PG_ADMIN = os.environ.get("DRILL_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from sharevault.config import Settings
-from tests.conftest import WorkerHandle
-from tests.portal_fixtures import TOKEN_A
+from tests.support.inprocess import WorkerHandle
+from tests.support.portal_fixtures import TOKEN_A
 
 FUZZ_CASES = 1000
 

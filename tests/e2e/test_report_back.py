@@ -20,9 +20,10 @@ from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.messages import ShareMessage, bearer_identity
 from sharevault.portal import REPORT_V2, REPORT_V3
-from tests.conftest import WorkerHandle, publish_share
-from tests.leakcheck import subprocess_log
-from tests.portal_fixtures import (
+from tests.support import FakePortal
+from tests.support.inprocess import WorkerHandle
+from tests.support.leakcheck import subprocess_log
+from tests.support.portal_fixtures import (
     CLIENT_A,
     CLIENT_B,
     TOKEN_A,
@@ -31,8 +32,8 @@ from tests.portal_fixtures import (
     portal_settings,
     worker_env,
 )
-from tests.support import FakePortal
-from tests.waiting import eventually
+from tests.support.sharing import publish_share
+from tests.support.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]
 GatewayFactory = Callable[..., Awaitable[Gateway]]

@@ -19,10 +19,11 @@ from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.db import SealedRow, open_store
 from sharevault.messages import bearer_identity
-from tests.backupload import BackupLoad, assert_nothing_lost, share_text
-from tests.conftest import KEY_A, KEY_B, WorkerHandle, process_env, secret_headers
-from tests.leakcheck import sensitive, subprocess_log
-from tests.processes import run_cli
+from tests.support.backupload import BackupLoad, assert_nothing_lost, share_text
+from tests.support.environment import KEY_A, KEY_B, process_env, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.leakcheck import sensitive, subprocess_log
+from tests.support.processes import run_cli
 
 Client = TestClient[web.Request, web.Application]
 OLD = Keyring([("kb", base64.b64decode(KEY_B))])

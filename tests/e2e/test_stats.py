@@ -13,8 +13,8 @@ from sharevault.crypto import Identity, Keyring
 from sharevault.db import SealedRow, open_store
 from sharevault.messages import DEAD_KEY, REASON, Envelope, bearer_identity
 from sharevault.wiring import broker_of
-from tests.conftest import publish_share, seal_message
-from tests.processes import outage_env, run_cli
+from tests.support.processes import outage_env, run_cli
+from tests.support.sharing import publish_share, seal_message
 
 IDENTITIES = [
     Identity("custodian", "c1", "GDRIVE", ""),

@@ -17,16 +17,10 @@ from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.messages import ShareMessage
-from tests.conftest import (
-    PREVIOUS_SECRET,
-    SAMPLES,
-    WEBHOOK_SECRET,
-    WorkerHandle,
-    publish_share,
-    seal_message,
-    secret_headers,
-)
-from tests.waiting import eventually
+from tests.support.environment import PREVIOUS_SECRET, SAMPLES, WEBHOOK_SECRET, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.sharing import publish_share, seal_message
+from tests.support.waiting import eventually
 
 
 def sample(name: str) -> dict[str, Any]:

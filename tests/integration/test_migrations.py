@@ -8,14 +8,14 @@ import asyncpg
 import pytest
 
 from sharevault.db import ensure_database, migrate, migration_files
-from tests.conftest import _admin, dsn_for
+from tests.support.environment import admin_sql, dsn_for
 
 
 @pytest.fixture
 async def empty_dsn() -> AsyncIterator[str]:
     name = f"sv_empty_{uuid.uuid4().hex[:10]}"
     yield dsn_for(name)
-    await _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def test_migrate_creates_database_and_is_idempotent(empty_dsn: str) -> None:

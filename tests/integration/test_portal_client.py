@@ -22,9 +22,9 @@ from sharevault.portal import (
 )
 from sharevault.service.client_auth import PortalBearerAuthenticator
 from sharevault.service.errors import ApiError
-from tests.conftest import WEBHOOK_SECRET, process_env
-from tests.portal_fixtures import CLIENT_A, CLIENT_B, PORTAL_API_KEY, TOKEN_A, TOKEN_B
 from tests.support import FakePortal
+from tests.support.environment import WEBHOOK_SECRET, process_env
+from tests.support.portal_fixtures import CLIENT_A, CLIENT_B, PORTAL_API_KEY, TOKEN_A, TOKEN_B
 
 
 @pytest.fixture

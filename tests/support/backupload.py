@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from sharevault.crypto import Identity, Keyring
-from tests.conftest import secret_headers
-from tests.leakcheck import sensitive
+from tests.support.environment import secret_headers
+from tests.support.leakcheck import sensitive
 
 # Every share of the load starts with this: the leak check finds any log line that holds one.
 SHARE_MARK = "outage-share-secret-"

@@ -7,6 +7,7 @@ from typing import Any
 
 from sharevault.config import Settings
 from tests.support import FakePortal
+from tests.support.environment import process_env
 
 PORTAL_API_KEY = "test-custodian-api-key-5f1d0c9e7a"
 TOKEN_A = "client-a-session-token-6b2e9d4f1a8c"
@@ -41,8 +42,6 @@ def bearer(token: str) -> dict[str, str]:
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment of a `python -m sharevault work` subprocess for these settings."""
-    from tests.conftest import process_env
-
     names = (*FAST, "outbox_horizon")
     return process_env(
         settings, **{f"SHAREVAULT_{n.upper()}": str(getattr(settings, n)) for n in names}

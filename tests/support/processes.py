@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from sharevault.config import Settings
-from tests.conftest import process_env
-from tests.leakcheck import subprocess_log
+from tests.support.environment import process_env
+from tests.support.leakcheck import subprocess_log
 from tests.support.subprocesses import WORKER_STATS as STATS
 
 
