@@ -14,7 +14,7 @@ from sharevault import otel
 from sharevault.config import Settings, mask_url
 from sharevault.crypto import generate_keyring_value
 from sharevault.logs import setup_logging
-from sharevault.ops.cliutil import settings_or_exit
+from sharevault.ops.cliutil import run_or_exit, settings_or_exit
 from sharevault.ops.commands import dlq, replay
 from sharevault.ops.keys import keys_status, rotate_key
 from sharevault.ops.stats import stats
@@ -42,20 +42,31 @@ def main(log_level: str, log_format: str) -> None:
 
 
 @main.command()
-def migrate() -> None:
-    """Create the database if needed and apply pending migrations (safe to run concurrently)."""
-    from sharevault.db import ensure_database
+@click.option("--status", is_flag=True, help="List each migration: applied, pending, edited.")
+def migrate(status: bool) -> None:
+    """Create the database if needed, verify applied migrations, apply pending ones (safe to run
+    concurrently)."""
+    from sharevault.db import MigrationError, ensure_database, migration_status
     from sharevault.db import migrate as apply
 
     settings = settings_or_exit()
     dsn = settings.database_url.get_secret_value()
+    if status:
+        states = run_or_exit(lambda: migration_status(dsn))
+        for state in states:
+            click.echo(f"{state.label:<32} {state.state:<8} {state.applied_at or ''}".rstrip())
+        sys.exit(1 if any(s.state == "edited" for s in states) else 0)
 
     async def go() -> list[str]:
         if await ensure_database(dsn):
             click.echo(f"created database {mask_url(settings.database_url)}", err=True)
         return await apply(dsn)
 
-    applied = asyncio.run(go())
+    try:
+        applied = run_or_exit(go)
+    except MigrationError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     click.echo(
         f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}", err=True
     )
@@ -74,7 +85,7 @@ def serve(ctx: click.Context, access_log: bool, supervisor: int | None) -> None:
     from sharevault.service.server import serve as serve_app
     from sharevault.service.supervisor import stop_with_supervisor
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("webhook_secret", "encryption_keys")
     logging_options: dict[str, str] = ctx.parent.params if ctx.parent is not None else {}
     level = logging_options.get("log_level", "INFO")
     fmt = logging_options.get("log_format", "auto")
@@ -138,7 +149,7 @@ def work() -> None:
     """Run a worker until SIGTERM/SIGINT; it finishes the batch in hand before exiting."""
     from sharevault.worker import run_worker
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("encryption_keys")
     _tracing(settings, "sharevault-worker")
     uvloop.run(run_worker(settings))
 
@@ -156,18 +167,15 @@ def register_webhook(root_url: str) -> None:
 
     from sharevault.portal import PortalClient, PortalError, PortalRejected, with_retries
 
-    settings = settings_or_exit()
-    if settings.portal_api_key is None:
-        click.echo("configuration error: SHAREVAULT_PORTAL_API_KEY is required", err=True)
-        sys.exit(2)
+    settings = settings_or_exit("webhook_secret", "portal_api_key")
     parts = urlsplit(root_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         click.echo("--url must be an absolute http(s) URL", err=True)
         sys.exit(2)
     if parts.path.rstrip("/") != settings.webhook_root:
         click.echo(f"note: this gateway serves webhooks under {settings.webhook_root}", err=True)
-    key = settings.portal_api_key.get_secret_value()
-    secret = settings.webhook_secret.get_secret_value()
+    key = settings.secret("portal_api_key")
+    secret = settings.secret("webhook_secret")
 
     def redact(text: str) -> str:
         # Portal might echo what it was sent: neither the key nor the secret is ever printed.

@@ -12,7 +12,16 @@ from sharevault.db.listener import (
     CommitListener,
     notice_payloads,
 )
-from sharevault.db.migrations import MIGRATION_LOCK, ensure_database, migrate, migration_files
+from sharevault.db.migrations import (
+    MIGRATION_LOCK,
+    Migration,
+    MigrationError,
+    MigrationState,
+    ensure_database,
+    migrate,
+    migration_files,
+    migration_status,
+)
 from sharevault.db.queries import Q, load_queries
 from sharevault.db.rows import (
     Bounds,
@@ -49,6 +58,9 @@ __all__ = [
     "Bounds",
     "CommitListener",
     "DeadRows",
+    "Migration",
+    "MigrationError",
+    "MigrationState",
     "OutboxOutcome",
     "OutboxRow",
     "Q",
@@ -60,6 +72,7 @@ __all__ = [
     "load_queries",
     "migrate",
     "migration_files",
+    "migration_status",
     "notice_payloads",
     "open_store",
     "share_columns",

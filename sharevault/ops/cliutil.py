@@ -9,15 +9,16 @@ from typing import Any, TypeVar
 
 import click
 
-from sharevault.config import ConfigError, Settings, load_settings
+from sharevault.config import ConfigError, OptionalSecret, Settings, load_settings
 
 T = TypeVar("T")
 
 
-def settings_or_exit() -> Settings:
-    """The settings, or exit 2 with the line naming the bad variable (never its value)."""
+def settings_or_exit(*required: OptionalSecret) -> Settings:
+    """The settings with the secrets this command needs, or exit 2 with the line naming the bad
+    or missing variable (never its value)."""
     try:
-        return load_settings()
+        return load_settings().require(*required)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)

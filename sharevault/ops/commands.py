@@ -197,7 +197,7 @@ def replay(
     from sharevault.ops.replay import ReplayRange, ReplaySummary, replay_journal
     from sharevault.wiring import broker_of
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("encryption_keys")
     bar = _Bar()
 
     async def go() -> ReplaySummary:

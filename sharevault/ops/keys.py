@@ -17,7 +17,7 @@ from sharevault.ops.rotation import KeyUse, RotationSummary, key_uses, not_curre
 def _counts() -> tuple[dict[str, dict[str, int]], Keyring]:
     from sharevault.db import open_store
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("encryption_keys")
     keyring = Keyring(settings.keyring)
 
     async def go() -> dict[str, dict[str, int]]:
@@ -113,7 +113,7 @@ def rotate_key(batch_size: int, dry_run: bool, as_json: bool) -> None:
     whose keyring still puts an older key first)."""
     from sharevault.db import open_store
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("encryption_keys")
     keyring = Keyring(settings.keyring)
     started = time.monotonic()
 

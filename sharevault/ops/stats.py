@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sharevault.config import Settings
+from sharevault.crypto import Keyring
 from sharevault.ops.cliutil import settings_or_exit
 
 if TYPE_CHECKING:
@@ -47,8 +48,14 @@ async def gather_stats(settings: Settings) -> dict[str, Any]:
     return data
 
 
+def current_key(settings: Settings) -> str | None:
+    """The id of the key new shares are sealed with; None where this host has no keyring."""
+    if settings.encryption_keys is None:
+        return None
+    return Keyring(settings.keyring).current_id
+
+
 async def _database_stats(settings: Settings) -> dict[str, Any]:
-    from sharevault.crypto import Keyring
     from sharevault.db import open_store
 
     async with open_store(settings.database_url.get_secret_value(), size=1) as store:
@@ -68,7 +75,7 @@ async def _database_stats(settings: Settings) -> dict[str, Any]:
                 for kind, method, count in by_method
             ],
         },
-        "keys": {"current": Keyring(settings.keyring).current_id, **keys},
+        "keys": {"current": current_key(settings), **keys},
         "outbox": {
             "by_status": {
                 status: {"count": count, "oldest_seconds": round(oldest, 3)}

@@ -86,7 +86,7 @@ async def test_fuzzing_finds_no_5xx_and_no_spec_violation(
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    secret = settings.webhook_secret.get_secret_value()
+    secret = settings.secret("webhook_secret")
     with_secret = await run_schemathesis(
         live_gateway,
         tmp_path / "auth.json",

@@ -53,8 +53,8 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "SHAREVAULT_AMQP_URL": settings.amqp_url.get_secret_value(),
         "SHAREVAULT_AMQP_PREFIX": settings.amqp_prefix,
         "SHAREVAULT_AMQP_SHUFFLE": "true" if settings.amqp_shuffle else "false",
-        "SHAREVAULT_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
-        "SHAREVAULT_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "SHAREVAULT_WEBHOOK_SECRET": settings.secret("webhook_secret"),
+        "SHAREVAULT_ENCRYPTION_KEYS": settings.secret("encryption_keys"),
         "SHAREVAULT_PORTAL_API_URL": settings.portal_api_url,
         **extra,
     }

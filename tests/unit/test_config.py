@@ -4,6 +4,7 @@ import base64
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -31,13 +32,35 @@ def test_defaults_work_on_a_developer_machine(monkeypatch: pytest.MonkeyPatch) -
     assert settings.keyring == parse_keyring(GOOD_KEYS)
 
 
-def test_missing_required_settings_are_named() -> None:
+def test_secrets_are_demanded_only_where_used_and_then_named() -> None:
+    settings = load_settings()  # migrate, stats, dlq: no secret needed
+    assert settings.webhook_secret is None and settings.encryption_keys is None
     with pytest.raises(ConfigError) as err:
-        load_settings()
+        settings.require("webhook_secret", "encryption_keys")
     message = str(err.value)
     assert "SHAREVAULT_WEBHOOK_SECRET is required" in message
     assert "SHAREVAULT_ENCRYPTION_KEYS is required" in message
     assert "\n" not in message
+    with pytest.raises(ConfigError, match="SHAREVAULT_ENCRYPTION_KEYS is required"):
+        _ = settings.keyring
+    with pytest.raises(ConfigError, match="SHAREVAULT_WEBHOOK_SECRET is required"):
+        _ = settings.webhook_secrets
+
+
+def test_secrets_are_read_from_a_secrets_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "sharevault_webhook_secret").write_text(SECRET)
+    (tmp_path / "sharevault_encryption_keys").write_text(GOOD_KEYS)
+    monkeypatch.setenv("SHAREVAULT_SECRETS_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.webhook_secrets == [SECRET.encode()]
+    assert settings.keyring == parse_keyring(GOOD_KEYS)
+    monkeypatch.setenv("SHAREVAULT_WEBHOOK_SECRET", "the-environment-wins-over-a-file")
+    assert load_settings().webhook_secrets == [b"the-environment-wins-over-a-file"]
+    monkeypatch.setenv("SHAREVAULT_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="SHAREVAULT_SECRETS_DIR"):
+        load_settings()
 
 
 def test_malformed_values_are_named_but_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
