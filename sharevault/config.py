@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     outbox_backoff_initial: float = Field(default=1.0, gt=0)
     outbox_backoff_max: float = Field(default=300.0, gt=0)
     outbox_horizon: float = Field(default=86400.0, gt=0)
+    # A claimed report is the sender's for this long (claim → send → settle, no lock held while
+    # Portal is called); a sender that dies holding it gives it back when it runs out.
+    outbox_lease: float = Field(default=15.0, gt=0, le=3600)
     # Settled reports (sent, failed, expired) are kept this many seconds for `stats` and audits,
     # then deleted by the worker; 0 keeps them forever.
     outbox_keep: float = Field(default=7 * 86400.0, ge=0)
@@ -228,6 +231,12 @@ class Settings(BaseSettings):
                 f"{IDENTITY_CHECK_SECONDS:g}s)) + DB_TIMEOUT + PUBLISH_TIMEOUT ({client:g}s)"
                 f" exceed SHAREVAULT_REQUEST_BUDGET ({budget:g}s)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_report(self) -> Settings:
+        if self.outbox_lease <= self.portal_timeout:
+            raise ValueError("SHAREVAULT_OUTBOX_LEASE must exceed SHAREVAULT_PORTAL_TIMEOUT")
         return self
 
     @property

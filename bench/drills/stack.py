@@ -32,6 +32,7 @@ DRILL_SETTINGS: dict[str, str] = {
     "outbox_poll_interval": "0.2",
     "outbox_backoff_initial": "0.5",
     "outbox_backoff_max": "4.0",
+    "outbox_lease": "2.0",
     "client_auth_ttl": "30",
 }
 READY_TIMEOUT = 60.0

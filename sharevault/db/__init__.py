@@ -1,7 +1,8 @@
 """PostgreSQL: the only package that imports asyncpg.
 
 store (typed queries over a pool), rows (what it takes and gives), queries (sql/queries.sql),
-errors (down now, or bad input), listener (commit notices), vacuum, migrations."""
+errors (down now, or bad input), listener (commit notices), vacuum, migrations, outbox (claim →
+send → settle with leases)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sharevault.db.migrations import (
     migration_files,
     migration_status,
 )
+from sharevault.db.outbox import Outbox
 from sharevault.db.queries import Q, load_queries
 from sharevault.db.rows import (
     Bounds,
@@ -61,6 +63,7 @@ __all__ = [
     "Migration",
     "MigrationError",
     "MigrationState",
+    "Outbox",
     "OutboxOutcome",
     "OutboxRow",
     "Q",

@@ -284,14 +284,14 @@ async def test_worker_sigkill_between_commit_and_report_reports_exactly_once(
     await eventually(lambda: REPORT_V3 in fake_portal.arrivals)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    # The share is committed; its report is still owed (the attempt's transaction died with it).
+    # The share is committed; its report is still owed, leased to the dead worker for OUTBOX_LEASE.
     assert await db.fetchval("SELECT count(*) FROM shares") == 1
     [row] = await outbox(db)
     assert (row["message_id"], row["status"], row["attempts"]) == (message_id, "pending", 0)
     assert row["bearer_sealed"] is not None
 
     fake_portal.delay = 0.0  # Portal is fast again; the abandoned request still hangs
-    second, second_log = spawn_worker()
+    second, second_log = spawn_worker()  # it takes the row when the dead worker's lease runs out
     [row] = await settled(db, 1)
     assert (row["status"], row["attempts"], row["bearer_sealed"]) == ("sent", 1, None)
     await _quiet(fast)

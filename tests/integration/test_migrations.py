@@ -1,4 +1,4 @@
-"""The migrator on empty databases: idempotent, concurrent, checksummed, and taking over the old table."""
+"""The migrator on empty databases: idempotent, concurrent, checksummed, taking over old tables."""
 
 from __future__ import annotations
 

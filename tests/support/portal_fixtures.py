@@ -21,6 +21,7 @@ FAST = {
     "outbox_backoff_initial": 0.05,
     "outbox_backoff_max": 0.3,
     "portal_timeout": 3.0,
+    "outbox_lease": 4.0,
 }
 
 
