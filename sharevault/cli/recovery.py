@@ -1,42 +1,25 @@
-"""`sharevault dlq …` and `sharevault replay`: click commands (heavy imports stay lazy)."""
+"""`sharevault dlq list | show | replay | purge` and `sharevault replay`: outage recovery
+(docs/queues.md); the passes themselves are ops/dlq.py and ops/replay.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
-from sharevault.ops.cliutil import run_or_exit, settings_or_exit
-from sharevault.ops.times import parse_time, show
-
-if TYPE_CHECKING:
-    from sharevault.ops.dlq import Action, DeadLetter, Selection, Sweep
-
-T = TypeVar("T")
-
-
-class TimeParam(click.ParamType[Any, datetime]):
-    """An ISO 8601 time or an age (15m, 2h, 3d ago), as an aware UTC datetime."""
-
-    name = "TIME"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_time(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-TIME = TimeParam()
+from sharevault.cli.common import TIME, run_or_exit, settings_or_exit
+from sharevault.crypto import Keyring
+from sharevault.db import open_store
+from sharevault.ops.dlq import Action, DeadLetter, Selection, Sweep, sweep
+from sharevault.ops.replay import ReplayRange, ReplaySummary, replay_journal
+from sharevault.ops.times import show
+from sharevault.wiring import broker_of
 
 
 def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,8 +36,6 @@ def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _selection(**given: Any) -> Selection:
-    from sharevault.ops.dlq import Selection
-
     return Selection(
         clients=frozenset(given.get("clients") or ()),
         reasons=frozenset(given.get("reasons") or ()),
@@ -64,24 +45,42 @@ def _selection(**given: Any) -> Selection:
     )
 
 
-def _sweep(selection: Selection, action: Action) -> Sweep:
-    from sharevault.ops.dlq import sweep
-    from sharevault.wiring import broker_of
-
+def _sweep(
+    selection: Selection, action: Action, confirm: Callable[[Sweep], Selection | None] | None = None
+) -> Sweep:
+    """One pass over the DLQ in the command's one event loop run. `confirm` (purge) sees a first,
+    keeping pass and answers what to act on (None: nothing); it asks in a thread, so the broker
+    link stays alive while the operator reads."""
     settings = settings_or_exit()
+    # Only replay and purge may declare the topology: a look never creates a queue.
+    looking = action is Action.KEEP and confirm is None
 
-    async def go() -> Sweep:
-        async with broker_of(settings, name="sharevault-dlq", robust=False) as broker:
-            return await sweep(broker, selection, action, timeout=settings.publish_timeout)
+    async def one_pass() -> Sweep:
+        link = broker_of(settings, name="sharevault-dlq", robust=False, declare=not looking)
+        async with link as broker:
+            if looking and await broker.admin.queue_counts(broker.topology.dead) is None:
+                return Sweep()  # no DLQ under this prefix: nothing was ever dead-lettered
+            if confirm is None:
+                return await sweep(broker, selection, action, timeout=settings.publish_timeout)
+            preview = await sweep(broker, selection, Action.KEEP, timeout=settings.publish_timeout)
+            _warn_incomplete(preview)
+            chosen = await asyncio.to_thread(confirm, preview)
+            if chosen is None:
+                return Sweep()
+            return await sweep(broker, chosen, action, timeout=settings.publish_timeout)
 
-    result = run_or_exit(go)
+    result = run_or_exit(one_pass)
+    _warn_incomplete(result)
+    return result
+
+
+def _warn_incomplete(result: Sweep) -> None:
     if not result.complete:
         click.echo(
             f"warning: the DLQ changed during the pass ({result.seen} of {result.total} "
             "messages seen); nothing was lost, run the command again",
             err=True,
         )
-    return result
 
 
 @click.group()
@@ -95,8 +94,6 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dlq_list(limit: int, as_json: bool, **given: Any) -> None:
     """Counts by reason, then the selected messages (never their content)."""
-    from sharevault.ops.dlq import Action
-
     result = _sweep(_selection(**given), Action.KEEP)
     selected = Counter(letter.reason for letter in result.matched)
     if as_json:
@@ -133,8 +130,6 @@ def _line(letter: DeadLetter) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dlq_show(message_id: str, as_json: bool) -> None:
     """Everything known about one dead letter: headers and identity, never the share."""
-    from sharevault.ops.dlq import Action
-
     result = _sweep(_selection(message_ids=[message_id]), Action.KEEP)
     if not result.matched:
         click.echo(f"no dead letter with id {message_id}", err=True)
@@ -152,8 +147,6 @@ def dlq_show(message_id: str, as_json: bool) -> None:
 @_filters
 def dlq_replay(**given: Any) -> None:
     """Put the selected dead letters back on the work path (the backlog queue), idempotently."""
-    from sharevault.ops.dlq import Action
-
     result = _sweep(_selection(**given), Action.REPLAY)
     replayed = result.done[Action.REPLAY]
     click.echo(f"replayed {replayed} of {result.total} dead letters to the backlog queue")
@@ -164,22 +157,22 @@ def dlq_replay(**given: Any) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def dlq_purge(yes: bool, **given: Any) -> None:
     """Delete the selected dead letters for good (asks first unless --yes)."""
-    from sharevault.ops.dlq import Action
-
     selection = _selection(**given)
-    if not yes:
-        preview = _sweep(selection, Action.KEEP)
+
+    def ask(preview: Sweep) -> Selection | None:
         if not preview.matched:
             click.echo("nothing to purge")
-            return
+            return None
         reasons = Counter(letter.reason for letter in preview.matched)
         listed = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
         click.confirm(f"purge {len(preview.matched)} dead letters ({listed})?", abort=True)
         # Only what was shown: a message that arrived since then is not purged unseen.
         ids = frozenset(letter.message_id for letter in preview.matched)
-        selection = _selection(**{**given, "message_ids": ids})
-    result = _sweep(selection, Action.DROP)
-    click.echo(f"purged {result.done[Action.DROP]} of {result.total} dead letters")
+        return _selection(**{**given, "message_ids": ids})
+
+    result = _sweep(selection, Action.DROP, confirm=None if yes else ask)
+    if yes or result.total:
+        click.echo(f"purged {result.done[Action.DROP]} of {result.total} dead letters")
 
 
 @click.command()
@@ -192,15 +185,10 @@ def replay(
     since: datetime, until: datetime | None, client: str | None, batch_size: int, as_json: bool
 ) -> None:
     """Re-feed storage from the ingest journal; replaying twice changes nothing."""
-    from sharevault.crypto import Keyring
-    from sharevault.db import open_store
-    from sharevault.ops.replay import ReplayRange, ReplaySummary, replay_journal
-    from sharevault.wiring import broker_of
-
     settings = settings_or_exit("encryption_keys")
     bar = _Bar()
 
-    async def go() -> ReplaySummary:
+    async def replay_range() -> ReplaySummary:
         dsn = settings.database_url.get_secret_value()
         async with (
             broker_of(settings, name="sharevault-replay", robust=False) as broker,
@@ -213,7 +201,7 @@ def replay(
             )
 
     try:
-        summary = run_or_exit(go)
+        summary = run_or_exit(replay_range)
     finally:
         bar.close()
     data = {

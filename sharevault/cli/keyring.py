@@ -1,4 +1,5 @@
-"""`sharevault keys status` and `sharevault rotate-key` (the work is in ops/rotation.py)."""
+"""`sharevault keys generate | status | rotate` (the rotation itself is ops/rotation.py);
+`rotate-key` stays as a hidden alias of `keys rotate`."""
 
 from __future__ import annotations
 
@@ -8,26 +9,58 @@ import time
 from typing import Any
 
 import click
+from tabulate import tabulate
 
-from sharevault.crypto import Keyring
-from sharevault.ops.cliutil import run_or_exit, settings_or_exit
+from sharevault.cli.common import run_or_exit, settings_or_exit
+from sharevault.config import parse_keyring
+from sharevault.crypto import Keyring, generate_keyring_value
+from sharevault.db import open_store
 from sharevault.ops.rotation import KeyUse, RotationSummary, key_uses, not_current, rotate
 
 
-def _counts() -> tuple[dict[str, dict[str, int]], Keyring]:
-    from sharevault.db import open_store
+@click.group()
+def keys() -> None:
+    """Encryption keyring tools: make a keyring, see what each key protects, rotate."""
 
+
+def _key_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A key id the keyring parser takes back as it is (SHAREVAULT_ENCRYPTION_KEYS syntax)."""
+    if value is None:
+        return None
+    try:
+        [(parsed, _)] = parse_keyring(generate_keyring_value(value))
+    except ValueError:
+        parsed = None
+    if parsed != value or any(c in value for c in ",: "):
+        raise click.BadParameter(
+            "a key id is 1-64 printable ASCII characters without ',', ':' or spaces"
+        )
+    return value
+
+
+@keys.command("generate")
+@click.option(
+    "--key-id", default=None, callback=_key_id, help="Id of the new key (default: random)."
+)
+def keys_generate(key_id: str | None) -> None:
+    """Print a fresh SHAREVAULT_ENCRYPTION_KEYS value (one new 256-bit key), nothing else.
+
+    Needs no setting: it makes the first keyring, before any secret exists."""
+    click.echo(generate_keyring_value(key_id))
+
+
+def _counts() -> tuple[dict[str, dict[str, int]], Keyring]:
     settings = settings_or_exit("encryption_keys")
     keyring = Keyring(settings.keyring)
 
-    async def go() -> dict[str, dict[str, int]]:
+    async def count() -> dict[str, dict[str, int]]:
         async with open_store(settings.database_url.get_secret_value(), size=1) as store:
             return await store.key_counts()
 
-    return run_or_exit(go), keyring
+    return run_or_exit(count), keyring
 
 
-@click.command("status")
+@keys.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_status(as_json: bool) -> None:
     """How many stored shares and pending outbox bearers each key id protects.
@@ -53,8 +86,6 @@ def keys_status(as_json: bool) -> None:
 
 
 def _print_uses(uses: list[KeyUse]) -> None:
-    from tabulate import tabulate
-
     rows = [
         [
             u.key_id,
@@ -68,7 +99,7 @@ def _print_uses(uses: list[KeyUse]) -> None:
     old = [u for u in uses if u.in_keyring and not u.current and u.shares + u.bearers]
     if old:
         ids = ", ".join(u.key_id for u in old)
-        click.echo(f"\nrows under {ids}: run `sharevault rotate-key` to re-seal them")
+        click.echo(f"\nrows under {ids}: run `sharevault keys rotate` to re-seal them")
 
 
 class _Bar:
@@ -94,7 +125,7 @@ class _Bar:
             self._bar.update(step)
 
 
-@click.command("rotate-key")
+@keys.command("rotate")
 @click.option(
     "--batch-size",
     default=500,
@@ -111,13 +142,11 @@ def rotate_key(batch_size: int, dry_run: bool, as_json: bool) -> None:
     every write is a short transaction. Interrupted, it resumes where it stopped when run again.
     Exits 1 when rows are left under another key (unreadable, or written meanwhile by a process
     whose keyring still puts an older key first)."""
-    from sharevault.db import open_store
-
     settings = settings_or_exit("encryption_keys")
     keyring = Keyring(settings.keyring)
     started = time.monotonic()
 
-    async def go() -> RotationSummary:
+    async def rotate_all() -> RotationSummary:
         async with open_store(settings.database_url.get_secret_value(), size=2) as store:
             total = sum(not_current(await store.key_counts(), keyring.current_id))
             if total and not dry_run:
@@ -132,7 +161,7 @@ def rotate_key(batch_size: int, dry_run: bool, as_json: bool) -> None:
                 )
 
     try:
-        summary = run_or_exit(go, resumable=True)
+        summary = run_or_exit(rotate_all, resumable=True)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: run the command again, it resumes where it stopped", err=True)
         sys.exit(130)
@@ -174,3 +203,13 @@ def _report(s: RotationSummary, seconds: float, as_json: bool) -> None:
             "whose SHAREVAULT_ENCRYPTION_KEYS puts another key first; fix that, run it again",
             err=True,
         )
+
+
+# The command's name before it joined `keys`: still accepted, no longer listed.
+rotate_key_alias = click.Command(
+    "rotate-key",
+    callback=rotate_key.callback,
+    params=rotate_key.params,
+    help=rotate_key.help,
+    hidden=True,
+)
