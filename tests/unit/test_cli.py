@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import os
 import subprocess
@@ -88,3 +89,22 @@ def test_commands_ask_only_for_the_secrets_they_use() -> None:
         "configuration error: SHAREVAULT_WEBHOOK_SECRET is required; "
         "SHAREVAULT_PORTAL_API_KEY is required"
     )
+
+
+GOOD_KEYS = "k1:" + base64.b64encode(bytes(range(32))).decode()
+
+
+def test_keys_generate_prints_only_the_value() -> None:
+    result = run_cli("keys", "generate")
+    assert result.returncode == 0
+    [line] = result.stdout.splitlines()
+    assert len(parse_keyring(line)) == 1
+
+
+def test_serve_without_settings_stops_with_one_clear_line() -> None:
+    result = run_cli("serve", env={"SHAREVAULT_ENCRYPTION_KEYS": GOOD_KEYS})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: SHAREVAULT_WEBHOOK_SECRET is required"
+    ]
+    assert GOOD_KEYS.split(":")[1] not in result.stderr

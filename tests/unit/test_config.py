@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -100,31 +98,3 @@ def test_mask_url_hides_the_password() -> None:
     masked = mask_url(SecretStr("postgresql://user:hunter2@db:5432/sv"))
     assert masked == "postgresql://user:***@db:5432/sv"
     assert mask_url(SecretStr("postgresql://u@db/sv")) == "postgresql://u@db/sv"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SHAREVAULT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "sharevault", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_keys_generate_prints_only_the_value() -> None:
-    result = run_cli("keys", "generate")
-    assert result.returncode == 0
-    [line] = result.stdout.splitlines()
-    assert len(parse_keyring(line)) == 1
-
-
-def test_serve_without_settings_stops_with_one_clear_line() -> None:
-    result = run_cli("serve", env={"SHAREVAULT_ENCRYPTION_KEYS": GOOD_KEYS})
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "configuration error: SHAREVAULT_WEBHOOK_SECRET is required"
-    ]
-    assert GOOD_KEYS.split(":")[1] not in result.stderr
