@@ -83,7 +83,8 @@ class Operation:
             op["requestBody"] = {"required": True, "content": {"application/json": media}}
         for status in self.errors:
             description = self.extra.get(status, ERRORS[status])
-            model, example = self.special.get(status, (ErrorBody, ex.error_example(status)))
+            error = (ErrorBody, ex.error_example(status, self.security))
+            model, example = self.special.get(status, error)
             op["responses"][status] = _response(description, model, example, status)
         return op
 

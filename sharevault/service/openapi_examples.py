@@ -72,6 +72,12 @@ ERROR_CODES = {
 }
 
 
-def error_example(status: str) -> dict[str, Any]:
-    code, message = ERROR_CODES[status]
+# The client routes prove a Portal bearer rather than the webhook secret.
+BEARER_401 = ("unauthorized", "missing, malformed or refused bearer token")
+
+
+def error_example(status: str, security: str | None = None) -> dict[str, Any]:
+    code, message = (
+        BEARER_401 if (status, security) == ("401", "portalBearer") else ERROR_CODES[status]
+    )
     return {"error": {"code": code, "message": message}}
