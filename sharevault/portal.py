@@ -34,7 +34,7 @@ WHOAMI = "/api/v3/clients/me"
 REPORT_V3 = "/api/v3/clients/me/backup-share-pairs"
 REPORT_V2 = "/api/v2/clients/me/wallet/stored-client-backup-share"
 # A share stored without a method is reported as the app's own `storedClientBackupShare(true)` of
-# Portal's first SDKs reports it: `{"success": true}` here, no method (README, "Client backups").
+# Portal's first SDKs reports it: `{"success": true}` here, no method (README, "Client shares").
 REPORT_V1 = "/api/v1/clients/me/wallet/stored-client-backup-share"
 WEBHOOK = "/api/webhook"
 # Portal's error text is shown to an operator at most; keep it short.
