@@ -85,7 +85,9 @@ class Operation:
             description = self.extra.get(status, ERRORS[status])
             error = (ErrorBody, ex.error_example(status, self.security))
             model, example = self.special.get(status, error)
-            op["responses"][status] = _response(description, model, example, status)
+            # Only the JSON errors say when to come back (/readyz's 503 is a probe's answer).
+            retry = status in RETRY_AFTER and model is ErrorBody
+            op["responses"][status] = _response(description, model, example, retry_after=retry)
         return op
 
     def models(self) -> list[type[BaseModel]]:
@@ -101,7 +103,8 @@ def _response(
     description: str,
     model: type[BaseModel] | None,
     example: dict[str, Any] | None,
-    status: str = "200",
+    *,
+    retry_after: bool = False,
 ) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description}
     if model is not None:
@@ -109,7 +112,7 @@ def _response(
         if example is not None:
             media["example"] = example
         response["content"] = {"application/json": media}
-    if status in RETRY_AFTER:
+    if retry_after:
         response["headers"] = {
             "Retry-After": {
                 "description": "Seconds to wait before trying again",

@@ -90,6 +90,7 @@ def test_closed_value_sets_are_enums(spec: dict[str, Any]) -> None:
 
 def test_readyz_documents_its_own_body_for_503(spec: dict[str, Any]) -> None:
     unavailable = spec["paths"]["/readyz"]["get"]["responses"]["503"]
+    assert "headers" not in unavailable  # a probe's answer: no Retry-After
     schema = unavailable["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/ReadyAnswer"}
     # Fields other helpers add later (a clock check) stay valid: the model is open.
