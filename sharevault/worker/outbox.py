@@ -14,7 +14,7 @@ from sharevault.config import Settings
 from sharevault.crypto import DecryptError, Keyring
 from sharevault.db import TRANSIENT_ERRORS, Outbox, OutboxOutcome, OutboxRow, Store
 from sharevault.messages import bearer_identity
-from sharevault.metrics import OUTBOX_OLDEST_SECONDS, OUTBOX_PENDING
+from sharevault.metrics import OUTBOX_OLDEST_SECONDS, OUTBOX_PENDING, OUTBOX_REPORTS
 from sharevault.portal import PortalClient, PortalRejected, PortalUnavailable
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class OutboxSender:
             bearer = self._open_bearer(row)
         except DecryptError:
             self.failed += 1
+            OUTBOX_REPORTS.labels("failed").inc()
             log.error("outbox: bearer of message %s does not decrypt", row.message_id)
             return OutboxOutcome(row.id, "failed", reason="bearer_undecryptable")
         identity = row.identity
@@ -146,11 +147,13 @@ class OutboxSender:
                 )
         except PortalRejected as exc:
             self.failed += 1
+            OUTBOX_REPORTS.labels("failed").inc()
             log.warning("outbox: Portal refused report of message %s: %s", row.message_id, exc)
             return OutboxOutcome(row.id, "failed", http_status=exc.status, reason=exc.reason)
         except PortalUnavailable as exc:
             return self._later(row, exc)
         self.sent += 1
+        OUTBOX_REPORTS.labels("sent").inc()
         log.info("outbox: reported message %s (client %s)", row.message_id, identity.client_id)
         return OutboxOutcome(row.id, "sent", http_status=status)
 
@@ -170,6 +173,7 @@ class OutboxSender:
             )
         if row.age + delay > settings.outbox_horizon:
             self.expired += 1
+            OUTBOX_REPORTS.labels("expired").inc()
             reason = (
                 f"gave up after {row.attempts + 1} attempts over {row.age:.0f}s"
                 f" (horizon {settings.outbox_horizon:.0f}s); last: {exc.reason}"
