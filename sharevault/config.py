@@ -126,6 +126,23 @@ class Settings(BaseSettings):
     methods_per_client: int = Field(default=16, ge=1, le=1000)
     # Largest request body accepted (413 beyond): a share is typically 5-10 KB.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # --- Slow and greedy callers (docs/operations.md, "Security"), per gateway process ---
+    # A connection closes when a request's headers have not all arrived this many seconds after
+    # it opened or after its last answer (slow headers, and the idle keep-alive limit).
+    idle_timeout: float = Field(default=10.0, gt=0, le=300)
+    # A request whose body has not all arrived this many seconds after its headers → 408, closed.
+    body_timeout: float = Field(default=5.0, gt=0, le=60)
+    # Open connections beyond this → 503 + Retry-After at once, and closed.
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    # Requests being handled beyond this → 503 + Retry-After at once (no queueing without end).
+    max_in_flight: int = Field(default=512, ge=1, le=1_000_000)
+    # Writes per client id (each write route): a burst of RATE_LIMIT_BURST, then on average
+    # RATE_LIMIT_PER_SECOND (a moving window); beyond → 429 + Retry-After. 0: off.
+    rate_limit_burst: int = Field(default=20, ge=0, le=1_000_000)
+    rate_limit_per_second: float = Field(default=1.0, gt=0, le=1_000_000)
+    # Failed authentications per source address, the same way (webhook secret, client bearer).
+    auth_failure_burst: int = Field(default=20, ge=0, le=1_000_000)
+    auth_failure_per_second: float = Field(default=1.0, gt=0, le=1_000_000)
     db_pool_size: int = Field(default=8, ge=1)
     # Every this many seconds the gateway hands the memory freed since back to the OS (glibc's
     # malloc_trim, sharevault/memory.py): after a burst its RSS returns to its steady level.
@@ -207,7 +224,7 @@ class Settings(BaseSettings):
             parse_keyring(value.get_secret_value())
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "webhook_secret_previous")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:

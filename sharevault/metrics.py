@@ -29,6 +29,12 @@ PUBLISH_SECONDS = Histogram(
 PUBLISH_FAILURES = Counter(
     "sharevault_publish_failures", "Publishes the broker did not confirm (answered 503)"
 )
+THROTTLED = Counter(
+    "sharevault_throttled_requests",
+    "Requests refused at the edge: 429 rate limits (client writes, failed authentications) and"
+    " 503 caps (connections, requests in flight), by route and reason",
+    ["route", "reason"],
+)
 COMMIT_WAITS = Counter(
     "sharevault_commit_waits",
     "Read-your-writes waits by outcome (committed in time, or budget ran out: still durable)",

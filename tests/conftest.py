@@ -101,6 +101,10 @@ def settings_factory(database_url: str, amqp_prefix: str) -> Callable[..., Setti
             "portal_api_url": "http://127.0.0.1:9",
             "commit_wait": 5.0,
             "max_body_bytes": 256 * 1024,
+            # Tests write one client many times a second: the rate limits are off but where a
+            # test is about them (tests/e2e/test_edge.py).
+            "rate_limit_burst": 0,
+            "auth_failure_burst": 0,
         }
         values.update(overrides)
         return load_settings(**values)

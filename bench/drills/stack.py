@@ -34,6 +34,9 @@ DRILL_SETTINGS: dict[str, str] = {
     "outbox_backoff_max": "4.0",
     "outbox_lease": "2.0",
     "client_auth_ttl": "30",
+    # The drills' load rewrites a few hundred identities several times a second each: the
+    # per-client write limit (20, then 1/s) would refuse it. Off here, on by default elsewhere.
+    "rate_limit_burst": "0",
 }
 READY_TIMEOUT = 60.0
 

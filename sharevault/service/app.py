@@ -28,9 +28,11 @@ from sharevault.service.appkeys import (
 from sharevault.service.client_auth import PortalBearerAuthenticator
 from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
+from sharevault.service.edge import IN_FLIGHT, InFlight
 from sharevault.service.middleware import gateway_middleware
 from sharevault.service.monitoring import queue_gauges
 from sharevault.service.publishing import CLOSE_WAIT, Coalescer, Coalescing, Route
+from sharevault.service.ratelimit import RATE_LIMITS, RateLimits
 from sharevault.wiring import broker_of
 
 
@@ -111,6 +113,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[KEYRING] = Keyring(settings.keyring)
     app[CLOCK] = VersionClock()
+    app[IN_FLIGHT] = InFlight(settings.max_in_flight)
+    app[RATE_LIMITS] = RateLimits(settings)
     app.cleanup_ctx.extend([_database, _broker, _portal, queue_gauges, _memory])
     health.add_routes(app)
     webhooks.add_routes(app, settings.webhook_root)

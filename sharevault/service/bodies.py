@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from sharevault.service.appkeys import SETTINGS
+from sharevault.service.edge import read_body
 from sharevault.service.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,11 +29,12 @@ async def read_model(request: web.Request, model: type[M]) -> M:
     """415 unless JSON, 413 when too large, 400 when not JSON, 422 when it breaks the schema."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
-    limit = request.app[SETTINGS].max_body_bytes
+    settings = request.app[SETTINGS]
+    limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"body exceeds {limit} bytes")
     try:
-        raw = await request.read()
+        raw = await read_body(request, settings.body_timeout)
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "body_too_large", "body is too large") from None
     try:

@@ -17,6 +17,11 @@ from sharevault.service.bodies import describe_validation, json_answer, read_mod
 from sharevault.service.deadline import Deadline, timed_out
 from sharevault.service.errors import ApiError
 from sharevault.service.ingest import accept_share
+from sharevault.service.ratelimit import (
+    count_failed_auth,
+    limit_client_writes,
+    refuse_if_failing_auth,
+)
 from sharevault.service.reading import open_stored
 
 log = logging.getLogger(__name__)
@@ -61,9 +66,14 @@ async def authenticate(
 ) -> SecretStr | None:
     """The client's proof, asked of Portal for at most the identity check's share of the budget."""
     seconds = deadline.remaining(request.app[SETTINGS].identity_check)
+    refuse_if_failing_auth(request)
     try:
         async with asyncio.timeout(seconds):
             return await request.app[CLIENT_AUTH].authenticate(request, client_id)
+    except ApiError as exc:
+        if exc.status in (401, 403):
+            await count_failed_auth(request)
+        raise
     except TimeoutError:
         raise ApiError(
             503,
@@ -78,6 +88,7 @@ async def backup(request: web.Request) -> web.Response:
     deadline = Deadline.of(request)
     client_id = path_client_id(request)
     bearer = await authenticate(request, client_id, deadline)
+    await limit_client_writes(request, CLIENT, client_id)
     body = await read_model(request, ClientBackup)
     identity = Identity(CLIENT, client_id, body.backup_method, body.backup_share_pair_id)
     report_api = report_api_for(request.app[SETTINGS].portal_report_api, identity.pair_id)

@@ -54,7 +54,10 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
     """The JSON answer to a failure; a 5xx only when something of ours is down (or a bug).
     An HTTPException below 400 (a redirect) is not a failure: the caller lets it through."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        response = error_response(exc.status, exc.code, exc.message, exc.headers)
+        if exc.headers.get("Connection") == "close":
+            response.force_close()  # e.g. a body cut short: its rest must not be read as a request
+        return response
     if isinstance(exc, web.HTTPException):
         code = _HTTP_CODES.get(exc.status, "http_error")
         # 405 must keep its Allow header (RFC 9110).

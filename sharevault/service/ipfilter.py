@@ -42,13 +42,18 @@ def client_address(
     return address
 
 
+def caller_address(request: web.Request) -> Address | None:
+    """The caller, from every X-Forwarded-For line (a proxy may append a line of its own rather
+    than extend the first: reading the first alone would trust what the caller wrote)."""
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    return client_address(request.remote, forwarded, request.app[SETTINGS].trusted_proxies)
+
+
 def require_allowed_ip(request: web.Request) -> None:
     """403 unless the caller's address is in SHAREVAULT_ALLOWED_IPS (when that is set)."""
     settings = request.app[SETTINGS]
     if not settings.allowed_ips:
         return
-    address = client_address(
-        request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
-    )
+    address = caller_address(request)
     if address is None or not _within(address, settings.allowed_ips):
         raise ApiError(403, "forbidden_address", "this address may not call this endpoint")

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from sharevault.logs import REQUEST_ID as LOG_REQUEST_ID
+from sharevault.service.edge import admitted
 from sharevault.service.errors import error_answer
 from sharevault.service.monitoring import count_request
 from sharevault.service.request_ids import REQUEST_ID_HEADER, take_request_id
@@ -27,7 +28,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     token = LOG_REQUEST_ID.set(request_id)
     try:
         try:
-            response = await handler(request)
+            response = await admitted(request, handler)
         except web.HTTPException as exc:
             if exc.status >= 400:
                 response = error_answer(request, exc)

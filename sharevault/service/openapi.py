@@ -27,13 +27,15 @@ ERRORS = {
     "400": "Body is not valid JSON",
     "401": "Missing or wrong credentials",
     "404": "No share matches",
+    "408": "The body did not arrive within BODY_TIMEOUT of the headers; the connection closes",
     "403": "Caller not allowed (address allowlist, or another client's data)",
     "409": "A backup method new to the client beyond METHODS_PER_CLIENT (too_many_methods)",
     "413": "Body larger than MAX_BODY_BYTES",
     "415": "Content-Type is not application/json",
     "422": "Body or query breaks the schema",
     "429": "Too many requests for this client or caller; retry after Retry-After seconds",
-    "503": "Broker or database unavailable, or REQUEST_BUDGET spent; retry after Retry-After",
+    "503": "Broker or database unavailable, REQUEST_BUDGET spent, or the gateway at its"
+    " MAX_CONNECTIONS / MAX_IN_FLIGHT (overloaded); retry after Retry-After",
 }
 # Answers that say when to come back.
 RETRY_AFTER = ("429", "503")
@@ -132,7 +134,7 @@ def _components(models: list[type[BaseModel]]) -> dict[str, Any]:
 
 
 def webhook_operations(root: str) -> list[Operation]:
-    write_errors = ("400", "401", "403", "413", "415", "422", "429", "503")
+    write_errors = ("400", "401", "403", "408", "413", "415", "422", "429", "503")
     return [
         Operation(
             "post",
@@ -186,7 +188,7 @@ def client_operations(root: str) -> list[Operation]:
             body=ClientBackup,
             answer=AcceptedAnswer,
             security="portalBearer",
-            errors=("400", "401", "403", "409", "413", "415", "422", "429", "503"),
+            errors=("400", "401", "403", "408", "409", "413", "415", "422", "429", "503"),
             parameters=[client_id],
             request_examples=ex.CLIENT_BACKUPS,
             answer_example=ex.ACCEPTED,

@@ -63,6 +63,7 @@ ERROR_CODES = {
     "401": ("unauthorized", "missing or wrong X-Webhook-Secret"),
     "403": ("forbidden", "this bearer token belongs to another client"),
     "404": ("not_found", "no client backup share matches"),
+    "408": ("body_timeout", "the request body did not arrive within 5s"),
     "409": ("too_many_methods", "this client already holds the most backup methods allowed"),
     "413": ("body_too_large", "body exceeds 65536 bytes"),
     "415": ("unsupported_media_type", "Content-Type must be application/json"),

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
@@ -14,6 +15,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from sharevault.logs import REQUEST_ID as LOG_REQUEST_ID
+from sharevault.service.appkeys import SETTINGS
+from sharevault.service.edge import refuse_connection
 from sharevault.service.errors import error_response
 from sharevault.service.request_ids import REQUEST_ID_HEADER
 
@@ -23,6 +26,14 @@ _CODES = {400: "bad_request", 413: "body_too_large", 431: "headers_too_large"}
 
 
 class _JsonErrorHandler(RequestHandler):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        manager = self._manager
+        cap = getattr(manager, "max_connections", None)
+        if cap is not None and manager is not None and len(manager.connections) > cap:
+            self._force_close = True  # the request loop ends without reading anything
+            refuse_connection(cast(asyncio.Transport, transport))
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -51,16 +62,37 @@ class _JsonErrorHandler(RequestHandler):
 
 
 class _JsonErrorServer(web.Server):
+    max_connections: int | None = None
+
     def __call__(self) -> RequestHandler:
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
+LINGERING_TIME = 1.0
+
+
 class GatewayRunner(web.AppRunner):
-    """An AppRunner whose connections answer protocol-level errors in JSON."""
+    """An AppRunner whose connections answer protocol-level errors in JSON, close when a
+    request's headers are slower than IDLE_TIMEOUT, and are refused beyond MAX_CONNECTIONS."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        settings = app[SETTINGS]
+        # aiohttp's keep-alive timer also runs from a connection's opening: slow headers too.
+        # After an answer sent before its body was read (413, 408), aiohttp reads on what the
+        # client still sends for `lingering_time` (10 s by default) so that it sees the answer:
+        # one second is enough for that, and is all a slow body may hold a connection past it.
+        super().__init__(
+            app,
+            keepalive_timeout=settings.idle_timeout,
+            lingering_time=LINGERING_TIME,
+            **kwargs,
+        )
+        self._max_connections = settings.max_connections
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer
+        cast(_JsonErrorServer, server).max_connections = self._max_connections
         return server
 
 

@@ -14,6 +14,7 @@ from sharevault.service.bodies import json_answer, read_model
 from sharevault.service.deadline import Deadline, timed_out
 from sharevault.service.ingest import accept_share
 from sharevault.service.ipfilter import require_allowed_ip
+from sharevault.service.ratelimit import limit_client_writes
 from sharevault.service.reading import open_stored
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ async def backup(request: web.Request) -> web.Response:
     """Store a custodian share; 200 only after the broker confirmed it (and, in budget, commit)."""
     deadline = Deadline.of(request)
     require_allowed_ip(request)
-    require_webhook_secret(request)
+    await require_webhook_secret(request)
     body = await read_model(request, WebhookBackup)
+    await limit_client_writes(request, CUSTODIAN, body.client_id)
     identity = Identity(CUSTODIAN, body.client_id, body.backup_method, body.backup_share_pair_id)
     answer = await accept_share(request, identity, body.share_text.encode(), deadline=deadline)
     return json_answer(answer)
@@ -36,7 +38,7 @@ async def backup_fetch(request: web.Request) -> web.Response:
     """Every stored custodian share of the client, newest first, exactly as Portal sent it."""
     deadline = Deadline.of(request)
     require_allowed_ip(request)
-    require_webhook_secret(request)
+    await require_webhook_secret(request)
     body = await read_model(request, WebhookFetch)
     keyring = request.app[KEYRING]
     try:

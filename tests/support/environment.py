@@ -56,5 +56,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "SHAREVAULT_WEBHOOK_SECRET": settings.secret("webhook_secret"),
         "SHAREVAULT_ENCRYPTION_KEYS": settings.secret("encryption_keys"),
         "SHAREVAULT_PORTAL_API_URL": settings.portal_api_url,
+        "SHAREVAULT_RATE_LIMIT_BURST": str(settings.rate_limit_burst),
+        "SHAREVAULT_AUTH_FAILURE_BURST": str(settings.auth_failure_burst),
         **extra,
     }
