@@ -29,10 +29,15 @@ MIGRATION_LOCK = 0x5A4E_5641_554C_5400  # advisory lock key: "SHAREVAULT" in spi
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 # Errors that say "the database is not there right now", as opposed to "this input is wrong".
+# asyncpg's InternalClientError too: a connection that dies under a statement can leave its
+# protocol "cannot switch to state …"; and with several hosts, TargetServerAttributeNotMatched
+# (one of its kind) says no read-write node answers, as during a failover. ConnectionDoesNotExist
+# is a PostgresConnectionError.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
@@ -192,6 +197,8 @@ class Store:
         self._applied_since_look = 0
         self._look_every = VACUUM_LOOK_EVERY
         self._look_due = asyncio.Event()
+        # host:port of the database node the last ping reached (of a multi-host DSN: the primary).
+        self.node: str | None = None
 
     def _wrote(self, rows: int) -> None:
         self._applied_since_look += rows
@@ -207,7 +214,10 @@ class Store:
             return await self.pool.fetch(query, *args, timeout=timeout)
 
     async def ping(self, timeout: float = 2.0) -> None:
-        await self._fetch(Q["ping"], timeout=timeout)
+        """The database answers; `node` then names the one that did."""
+        async with asyncio.timeout(timeout), self.pool.acquire() as conn:
+            await conn.fetchval(Q["ping"], timeout=timeout)
+            self.node = node_of(conn)
 
     async def upsert_batch(self, rows: Sequence[SealedRow]) -> set[str]:
         """Store a batch in one statement, wake waiters at commit; return the ids applied."""
@@ -509,6 +519,16 @@ async def _vacuum_loop(store: Store, look_idle: float) -> None:
         except Exception as exc:  # maintenance never takes the worker down; the next look retries
             log.warning("shares vacuum failed (%s); will look again", type(exc).__name__)
         stale = wrote
+
+
+def node_of(conn: object) -> str | None:
+    """host:port (or the socket path) of the server a connection, or pooled one, is on."""
+    # asyncpg keeps the address it connected to (of a host list, the one it chose) in `_addr`
+    # and offers no public accessor; a pool's proxy passes the attribute through.
+    addr = getattr(conn, "_addr", None)
+    if isinstance(addr, tuple) and len(addr) == 2:
+        return f"{addr[0]}:{addr[1]}"
+    return addr if isinstance(addr, str) else None
 
 
 def _identity_key(identity: Identity) -> tuple[str, str, str, str]:
