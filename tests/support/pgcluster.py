@@ -27,8 +27,8 @@ def free_port() -> int:
 
 
 class PgCluster:
-    """initdb once; start, stop (fast or immediate), kill and start again as often as a test likes.
-    `replica()` clones it into a standby that streams from it; `promote()` makes a standby primary."""
+    """initdb once; start, stop (fast or immediate), kill and start again as often as a test
+    likes. `replica()` clones it into a standby streaming from it; `promote()` makes one primary."""
 
     def __init__(self, root: Path | None = None, name: str = "data") -> None:
         self.owned = root is None  # the primary owns the directory its replicas live in
@@ -105,7 +105,11 @@ class PgCluster:
     def wait_streaming(self, standby: PgCluster, state: str, timeout: float = 30) -> None:
         """Until the primary sees the standby streaming in `state` ("sync" or "async")."""
         deadline = time.monotonic() + timeout
-        query = f"SELECT sync_state FROM pg_stat_replication WHERE application_name='{standby.name}'"
+        # The name is ours (replicaN), not input.
+        query = (
+            "SELECT sync_state FROM pg_stat_replication"
+            f" WHERE application_name = '{standby.name}'"  # noqa: S608
+        )
         while time.monotonic() < deadline:
             if self.sql(query) == state:
                 return
