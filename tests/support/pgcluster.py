@@ -106,10 +106,8 @@ class PgCluster:
         """Until the primary sees the standby streaming in `state` ("sync" or "async")."""
         deadline = time.monotonic() + timeout
         # The name is ours (replicaN), not input.
-        query = (
-            "SELECT sync_state FROM pg_stat_replication"
-            f" WHERE application_name = '{standby.name}'"  # noqa: S608
-        )
+        where = f"application_name = '{standby.name}'"
+        query = f"SELECT sync_state FROM pg_stat_replication WHERE {where}"  # noqa: S608
         while time.monotonic() < deadline:
             if self.sql(query) == state:
                 return
