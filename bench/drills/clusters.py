@@ -101,9 +101,7 @@ async def rabbitmq_node_kill(ctx: DrillContext) -> None:
 
     async def back() -> None:
         await asyncio.to_thread(rabbit.start_node, leader)
-        ctx.notes["caught_up_after_restart_s"] = await _all_members_online(
-            rabbit, ctx.stack.prefix
-        )
+        ctx.notes["caught_up_after_restart_s"] = await _all_members_online(rabbit, ctx.stack.prefix)
 
     ctx.afterwards.append(back)
 

@@ -92,7 +92,18 @@ class PgCluster:
         primary waits for it at every commit (synchronous_standby_names)."""
         standby = PgCluster(self.root, f"replica{len(self.replicas) + 1}")
         conninfo = f"host=127.0.0.1 port={self.port} user=postgres application_name={standby.name}"
-        self._run(BIN / "pg_basebackup", "-D", standby.data, "-R", "-X", "stream", "-d", conninfo)
+        self._run(
+            BIN / "pg_basebackup",
+            "-D",
+            standby.data,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-d",
+            conninfo,
+        )
         standby.start()
         self.replicas.append(standby)
         if synchronous:

@@ -57,13 +57,15 @@ class RabbitNode:
 
 
 class RabbitCluster:
-    """`size` nodes started and clustered by `start()`; `destroy()` stops them, removes their data."""
+    """`size` nodes started and clustered by `start()`; `destroy()` stops them, drops their data."""
 
     def __init__(self, size: int = 3) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="sv-rabbitcluster-"))
         tag = f"sv{os.getpid()}{self.root.name[-4:].lower()}"
         self.nodes = [
-            RabbitNode(f"{tag}{chr(97 + i)}@localhost", free_port(), free_port(), self.root / str(i))
+            RabbitNode(
+                f"{tag}{chr(97 + i)}@localhost", free_port(), free_port(), self.root / str(i)
+            )
             for i in range(size)
         ]
         owner = pwd.getpwnam("rabbitmq") if os.geteuid() == 0 else None
