@@ -1,36 +1,36 @@
-"""PostgreSQL: the only package that imports asyncpg."""
+"""PostgreSQL: the only package that imports asyncpg.
+
+store (typed queries over a pool), rows (what it takes and gives), queries (sql/queries.sql),
+errors (down now, or bad input), listener (commit notices), vacuum, migrations."""
 
 from __future__ import annotations
 
-from sharevault.db.store import (
+from sharevault.db.errors import DATABASE_ERRORS, PERMANENT_ERRORS, TRANSIENT_ERRORS
+from sharevault.db.listener import (
     COMMIT_CHANNEL,
-    DATABASE_ERRORS,
-    MIGRATION_LOCK,
     NOTIFY_PAYLOAD_LIMIT,
-    PERMANENT_ERRORS,
-    TRANSIENT_ERRORS,
+    CommitListener,
+    notice_payloads,
+)
+from sharevault.db.migrations import MIGRATION_LOCK, ensure_database, migrate, migration_files
+from sharevault.db.queries import Q, load_queries
+from sharevault.db.rows import (
+    Bounds,
+    OutboxOutcome,
+    OutboxRow,
+    SealedBearer,
+    SealedRow,
+    StoredShare,
+    share_columns,
+)
+from sharevault.db.store import Store, open_store
+from sharevault.db.vacuum import (
     VACUUM_LOOK_EVERY,
     VACUUM_LOOK_IDLE,
     VACUUM_MIN_DEAD,
     VACUUM_SCALE,
     VACUUM_TIMEOUT,
-    Bounds,
-    CommitListener,
     DeadRows,
-    OutboxOutcome,
-    OutboxRow,
-    Q,
-    SealedBearer,
-    SealedRow,
-    Store,
-    StoredShare,
-    ensure_database,
-    load_queries,
-    migrate,
-    migration_files,
-    notice_payloads,
-    open_store,
-    share_columns,
     vacuuming_shares,
 )
 
