@@ -1,4 +1,4 @@
-"""Which database node a connection is on (/readyz names it: a multi-host DSN follows the primary)."""
+"""Which database node a connection is on (/readyz names it; a multi-host DSN finds the primary)."""
 
 from __future__ import annotations
 
