@@ -105,3 +105,9 @@ def test_serve_without_settings_stops_with_one_clear_line() -> None:
         "configuration error: SHAREVAULT_WEBHOOK_SECRET is required"
     ]
     assert GOOD_KEYS.split(":")[1] not in result.stderr
+
+
+def test_mask_url_hides_the_password_of_a_multi_host_dsn() -> None:
+    dsn = "postgresql://sv:s3cret@h1:5432,h2:5433/db?target_session_attrs=read-write"
+    masked = mask_url(SecretStr(dsn))
+    assert masked == "postgresql://sv:***@h1:5432,h2:5433/db?target_session_attrs=read-write"
