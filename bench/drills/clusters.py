@@ -41,6 +41,19 @@ async def _readyz(url: str) -> dict[str, Any]:
         return body
 
 
+async def _until_ready(url: str, timeout: float = 90) -> None:
+    """Poll a gateway's /readyz until it answers 200 (a process just started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if (await _readyz(url))["status"] == "ready":
+                return
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"gateway {url} not ready")
+
+
 async def _writes_again(ctx: DrillContext, since: float) -> float | None:
     """Seconds from `since` until a write sent after it comes back committed."""
     deadline = since + WRITES_AGAIN_TIMEOUT
@@ -178,6 +191,7 @@ async def spread(ctx: DrillContext) -> None:
     port = free_port()
     await ctx.stack.start_second_gateway(port)
     second = f"http://127.0.0.1:{port}"
+    await _until_ready(second)
     await ctx.more_acks(ctx.plan.between_acks)
     on = [(await _readyz(u))["nodes"]["broker"] for u in (ctx.stack.url, second)]
     ctx.notes["gateways_on"] = on
