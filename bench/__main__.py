@@ -41,6 +41,19 @@ from bench.wrkdriver import have_wrk
 ROLES = ["sv", "naive", "raw", *(["svb"] if variant_overrides() else [])]
 # What `--only` may name: the phases of a run (all of them without it).
 PHASES = ("bare", "curve", "hops", "accept", "drains")
+# The one committed summary (bench/results/ is ignored); a full run rewrites it but its drills part.
+SUMMARY = REPO / "bench" / "RESULTS.md"
+DRILLS_PART = "\n## Drills"
+
+
+def write_summary(res: dict[str, Any], table: str) -> None:
+    """bench/RESULTS.md: run id, commit and tables of the latest full run (the README quotes it)."""
+    old = SUMMARY.read_text() if SUMMARY.exists() else ""
+    head = old[: old.index("## Benchmark")] if "## Benchmark" in old else "# Benchmark results\n\n"
+    drills = old[old.index(DRILLS_PART) :] if DRILLS_PART in old else ""
+    meta = res["meta"]
+    run = f"## Benchmark\n\nRun **`{meta['stamp']}`** (commit `{meta['commit']}`).\n\n"
+    SUMMARY.write_text(head + run + table + "\n" + drills)
 
 
 def _meta(plan: Plan, stamp: str) -> dict[str, Any]:
@@ -218,6 +231,8 @@ def run_command(form: str | None, out: Path, no_setup: bool, only: str) -> None:
     table = report.render(res)
     (out / f"{stamp}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     (out / f"{stamp}.md").write_text(table + "\n")
+    if plan.name == "full" and not phases:
+        write_summary(res, table)
     curvechart.draw(res, out / f"{stamp}-curve.png")
     drawn = chart.draw(res, out / f"{stamp}.png")
     click.echo(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -22,6 +23,11 @@ KEY_BYTES = 32
 # The client routes prove a bearer with Portal first: that check gets at most this many seconds
 # of the request budget (or PORTAL_TIMEOUT, if shorter).
 IDENTITY_CHECK_SECONDS = 3.0
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
+
+# The settings only some commands need (Settings.require).
+OptionalSecret = Literal["webhook_secret", "encryption_keys", "portal_api_key"]
 
 
 class ConfigError(Exception):
@@ -75,9 +81,11 @@ class Settings(BaseSettings):
     http_processes: int = Field(default=0, ge=0, le=64)
     webhook_root: str = Field(default="/webhook", pattern=r"^(/[A-Za-z0-9_.\-]+)*$")
     client_root: str = Field(default="/portal", pattern=r"^(/[A-Za-z0-9_.\-]+)*$")
-    webhook_secret: SecretStr
+    # Required only by the commands that use them (`Settings.require`): the gateway needs both,
+    # the worker and the key tools the keys, `migrate`, `stats` and `dlq` neither.
+    webhook_secret: SecretStr | None = None
     webhook_secret_previous: SecretStr | None = None
-    encryption_keys: Annotated[SecretStr, NoDecode]
+    encryption_keys: Annotated[SecretStr | None, NoDecode] = None
     portal_api_url: str = "https://api.portalhq.io"
     # Webhook callers allowed (e.g. Portal's egress IPs), comma-separated CIDRs; empty: any.
     allowed_ips: Annotated[list[IPvAnyNetwork], NoDecode] = []
@@ -162,6 +170,9 @@ class Settings(BaseSettings):
     outbox_backoff_initial: float = Field(default=1.0, gt=0)
     outbox_backoff_max: float = Field(default=300.0, gt=0)
     outbox_horizon: float = Field(default=86400.0, gt=0)
+    # A claimed report is the sender's for this long (claim → send → settle, no lock held while
+    # Portal is called); a sender that dies holding it gives it back when it runs out.
+    outbox_lease: float = Field(default=15.0, gt=0, le=3600)
     # Settled reports (sent, failed, expired) are kept this many seconds for `stats` and audits,
     # then deleted by the worker; 0 keeps them forever.
     outbox_keep: float = Field(default=7 * 86400.0, ge=0)
@@ -191,14 +202,15 @@ class Settings(BaseSettings):
 
     @field_validator("encryption_keys")
     @classmethod
-    def _keyring_parses(cls, value: SecretStr) -> SecretStr:
-        parse_keyring(value.get_secret_value())
+    def _keyring_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keyring(value.get_secret_value())
         return value
 
     @field_validator("webhook_secret")
     @classmethod
-    def _secret_long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
 
@@ -221,18 +233,37 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _lease_outlasts_a_report(self) -> Settings:
+        if self.outbox_lease <= self.portal_timeout:
+            raise ValueError("SHAREVAULT_OUTBOX_LEASE must exceed SHAREVAULT_PORTAL_TIMEOUT")
+        return self
+
     @property
     def identity_check(self) -> float:
         """Seconds a client route may spend proving its bearer with Portal."""
         return min(self.portal_timeout, IDENTITY_CHECK_SECONDS)
 
+    def require(self, *names: OptionalSecret) -> Settings:
+        """These settings, which this command needs, are set; else ConfigError naming each."""
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            each = (f"SHAREVAULT_{n.upper()} is required" for n in missing)
+            raise ConfigError("configuration error: " + "; ".join(each))
+        return self
+
+    def secret(self, name: OptionalSecret) -> str:
+        """The value of a secret this command needs (ConfigError naming it when unset)."""
+        value: SecretStr = getattr(self.require(name), name)
+        return value.get_secret_value()
+
     @property
     def keyring(self) -> list[tuple[str, bytes]]:
-        return parse_keyring(self.encryption_keys.get_secret_value())
+        return parse_keyring(self.secret("encryption_keys"))
 
     @property
     def webhook_secrets(self) -> list[bytes]:
-        secrets = [self.webhook_secret.get_secret_value().encode()]
+        secrets = [self.secret("webhook_secret").encode()]
         if self.webhook_secret_previous is not None:
             secrets.append(self.webhook_secret_previous.get_secret_value().encode())
         return secrets
@@ -252,7 +283,15 @@ def describe_error(exc: ValidationError) -> str:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment once; raise ConfigError with a safe one-line message."""
+    """Read the environment (and the secrets directory) once; raise ConfigError with a safe
+    one-line message."""
+    # Docker secrets: a file named like the variable, lower case (e.g. /run/secrets/
+    # sharevault_webhook_secret), in SHAREVAULT_SECRETS_DIR; the environment wins over a file.
+    secrets_dir = os.environ.get("SHAREVAULT_SECRETS_DIR", DEFAULT_SECRETS_DIR)
+    if os.path.isdir(secrets_dir):
+        overrides = {"_secrets_dir": secrets_dir, **overrides}
+    elif secrets_dir != DEFAULT_SECRETS_DIR:
+        raise ConfigError("configuration error: SHAREVAULT_SECRETS_DIR is not a directory")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

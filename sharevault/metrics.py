@@ -73,6 +73,12 @@ DEAD_LETTERS = Counter("sharevault_dead_letters", "Messages dead-lettered, by re
 OUTBOX_PENDING = Gauge(
     "sharevault_outbox_pending", "Reports to Portal not yet delivered", multiprocess_mode=LATEST
 )
+OUTBOX_REPORTS = Counter(
+    "sharevault_outbox_reports",
+    "Reports to Portal settled: sent, failed (Portal refused it, or its bearer does not open) or"
+    " expired (Portal unreachable past OUTBOX_HORIZON); Portal was not told of a failed or expired",
+    ["outcome"],
+)
 OUTBOX_OLDEST_SECONDS = Gauge(
     "sharevault_outbox_oldest_seconds",
     "Age of the oldest undelivered report to Portal",

@@ -19,8 +19,10 @@ from tenacity import (
 )
 
 from sharevault import __version__
+from sharevault.schemas.common import UNKNOWN_METHOD
 from sharevault.schemas.portal import (
     PortalClientInfo,
+    StoredReportV1,
     StoredReportV2,
     StoredReportV3,
     WebhookRegistration,
@@ -31,6 +33,9 @@ T = TypeVar("T")
 WHOAMI = "/api/v3/clients/me"
 REPORT_V3 = "/api/v3/clients/me/backup-share-pairs"
 REPORT_V2 = "/api/v2/clients/me/wallet/stored-client-backup-share"
+# A share stored without a method is reported as the app's own `storedClientBackupShare(true)` of
+# Portal's first SDKs reports it: `{"success": true}` here, no method (README, "Client shares").
+REPORT_V1 = "/api/v1/clients/me/wallet/stored-client-backup-share"
 WEBHOOK = "/api/webhook"
 # Portal's error text is shown to an operator at most; keep it short.
 DETAIL_CHARS = 500
@@ -171,12 +176,21 @@ class PortalClient:
     async def report_stored_v2(
         self, bearer: str, backup_method: str, *, request_id: str | None = None
     ) -> int:
-        """Tell Portal the client backup share of this method is stored (v1/v2 SDKs)."""
-        body = StoredReportV2(backup_method=backup_method)
-        answer = await self._request(
-            "PUT", REPORT_V2, bearer=bearer, body=body, request_id=request_id
-        )
+        """Tell Portal the client backup share of this method is stored (v1/v2 SDKs).
+
+        UNKNOWN is our storage key for "no method", not one of Portal's methods: such a share is
+        reported without one, on the v1 path, as the app that sent it reports it itself.
+        """
+        path, body = self.stored_report(backup_method)
+        answer = await self._request("PUT", path, bearer=bearer, body=body, request_id=request_id)
         return answer.status
+
+    @staticmethod
+    def stored_report(backup_method: str) -> tuple[str, StoredReportV1 | StoredReportV2]:
+        """Path and body of a v1/v2 report: never a method Portal does not know ("UNKNOWN")."""
+        if backup_method in ("", UNKNOWN_METHOD):
+            return REPORT_V1, StoredReportV1()
+        return REPORT_V2, StoredReportV2(backup_method=backup_method)
 
     async def register_webhook(self, api_key: str, url: str, secret: str) -> PortalAnswer:
         """Register the custodian webhook root and its secret with the custodian API key."""

@@ -10,7 +10,8 @@ import asyncpg
 
 from bench.drills.load import Ack, Key, Ledger, seq_of, share_text
 from sharevault.crypto import DecryptError, Identity, Keyring
-from sharevault.portal import REPORT_V2, REPORT_V3
+from sharevault.portal import REPORT_V1, REPORT_V2, REPORT_V3
+from sharevault.schemas import UNKNOWN_METHOD
 from tests.support.fake_portal import Call
 
 SHARES = """
@@ -182,7 +183,7 @@ def delivered_reports(calls: Iterable[Call], prefix: str) -> dict[tuple[str, str
     """Report-back calls Portal answered 2xx on an open connection, by what they name."""
     found: dict[tuple[str, str], list[float]] = defaultdict(list)
     for call in calls:
-        if call.path not in (REPORT_V2, REPORT_V3) or not (200 <= call.status < 300):
+        if call.path not in (REPORT_V1, REPORT_V2, REPORT_V3) or not (200 <= call.status < 300):
             continue
         client = call.client_id or ""
         if not call.delivered or not client.startswith(f"{prefix}-"):
@@ -192,7 +193,9 @@ def delivered_reports(calls: Iterable[Call], prefix: str) -> dict[tuple[str, str
             for pair in body.get("backupSharePairIds") or []:
                 found[report_key(client, "", str(pair))].append(call.at)
         else:
-            found[report_key(client, str(body.get("backupMethod")), "")].append(call.at)
+            # v1 reports a share stored without a method: it names none (UNKNOWN is our key).
+            method = str(body.get("backupMethod") or UNKNOWN_METHOD)
+            found[report_key(client, method, "")].append(call.at)
     return found
 
 

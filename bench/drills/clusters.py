@@ -18,7 +18,7 @@ import aiohttp
 
 from bench.drills.drills import Drill, DrillContext
 from sharevault.broker import Topology
-from tests.support.pgcluster import free_port
+from tests.support.environment import free_port
 from tests.support.rabbitcluster import RabbitCluster, RabbitNode
 
 # `replay --since` starts this long before the primary was lost: the asynchronous window is far

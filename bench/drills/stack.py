@@ -17,8 +17,9 @@ from sharevault.broker import Topology, delete_topology
 from sharevault.config import Settings, load_settings
 from sharevault.wiring import broker_of
 from tests.support import FakePortal
+from tests.support.environment import free_port
 from tests.support.faultproxy import FaultProxy
-from tests.support.pgcluster import PgCluster, free_port
+from tests.support.pgcluster import PgCluster
 from tests.support.rabbitcluster import RabbitCluster
 from tests.support.subprocesses import SharevaultProcess
 
@@ -32,6 +33,7 @@ DRILL_SETTINGS: dict[str, str] = {
     "outbox_poll_interval": "0.2",
     "outbox_backoff_initial": "0.5",
     "outbox_backoff_max": "4.0",
+    "outbox_lease": "2.0",
     "client_auth_ttl": "30",
 }
 READY_TIMEOUT = 60.0

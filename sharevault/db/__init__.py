@@ -1,7 +1,8 @@
 """PostgreSQL: the only package that imports asyncpg.
 
 store (typed queries over a pool), rows (what it takes and gives), queries (sql/queries.sql),
-errors (down now, or bad input), listener (commit notices), vacuum, migrations."""
+errors (down now, or bad input), listener (commit notices), vacuum, migrations, outbox (claim →
+send → settle with leases)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from sharevault.db.listener import (
     CommitListener,
     notice_payloads,
 )
-from sharevault.db.migrations import MIGRATION_LOCK, ensure_database, migrate, migration_files
+from sharevault.db.migrations import (
+    MIGRATION_LOCK,
+    Migration,
+    MigrationError,
+    MigrationState,
+    ensure_database,
+    migrate,
+    migration_files,
+    migration_status,
+)
+from sharevault.db.outbox import Outbox
 from sharevault.db.queries import Q, load_queries
 from sharevault.db.rows import (
     Bounds,
@@ -49,6 +60,10 @@ __all__ = [
     "Bounds",
     "CommitListener",
     "DeadRows",
+    "Migration",
+    "MigrationError",
+    "MigrationState",
+    "Outbox",
     "OutboxOutcome",
     "OutboxRow",
     "Q",
@@ -60,6 +75,7 @@ __all__ = [
     "load_queries",
     "migrate",
     "migration_files",
+    "migration_status",
     "notice_payloads",
     "open_store",
     "share_columns",

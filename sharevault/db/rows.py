@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from asyncpg import Record
@@ -28,7 +29,7 @@ class SealedRow:
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """A report owed to Portal, locked by the sender that claimed it until it settles."""
+    """A report owed to Portal, leased to the sender that claimed it until `lease_until`."""
 
     id: int
     message_id: str
@@ -38,6 +39,8 @@ class OutboxRow:
     attempts: int
     age: float
     request_id: str | None = None
+    # The claim's token: settling applies only while the row's lease is still this one.
+    lease_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

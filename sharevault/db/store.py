@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,8 +19,6 @@ from sharevault.db.nodes import node_of
 from sharevault.db.queries import Q
 from sharevault.db.rows import (
     Bounds,
-    OutboxOutcome,
-    OutboxRow,
     SealedBearer,
     SealedRow,
     StoredShare,
@@ -162,34 +160,6 @@ class Store:
         if held:
             self._known_methods[key] = True
         return bool(held or room)
-
-    async def process_outbox(
-        self, limit: int, send: Callable[[list[OutboxRow]], Awaitable[list[OutboxOutcome]]]
-    ) -> int:
-        """Claim due reports, let `send` deliver them while they stay locked, record outcomes."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            claimed = await conn.fetch(Q["outbox_claim"], limit)
-            if not claimed:
-                return 0
-            rows = [
-                OutboxRow(
-                    r["id"],
-                    r["message_id"],
-                    Identity("client", r["client_id"], r["backup_method"], r["pair_id"]),
-                    r["report_api"],
-                    r["bearer_sealed"],
-                    r["attempts"],
-                    r["age"],
-                    r["request_id"],
-                )
-                for r in claimed
-            ]
-            outcomes = await send(rows)
-            await conn.executemany(
-                Q["outbox_settle"],
-                [(o.id, o.status, o.delay, o.http_status, o.reason) for o in outcomes],
-            )
-        return len(rows)
 
     # --- key rotation and stats (sharevault/ops) -------------------------------------------------
 

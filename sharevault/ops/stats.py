@@ -1,19 +1,18 @@
-"""`sharevault stats`: shares by kind and method, queue depths, dead letters, outbox, journal."""
+"""`sharevault stats`' figures: shares by kind and method, keys, outbox, queue depths, dead letters,
+the journal; looked at only (passive declares), never created."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import click
+from tabulate import tabulate
 
+from sharevault.broker import Broker, BrokerUnavailable
 from sharevault.config import Settings
-from sharevault.ops.cliutil import settings_or_exit
-
-if TYPE_CHECKING:
-    from sharevault.broker import Broker
+from sharevault.crypto import Keyring
+from sharevault.db import DATABASE_ERRORS, TRANSIENT_ERRORS, open_store
+from sharevault.ops.times import show
+from sharevault.wiring import broker_of
 
 # How long to wait for the journal's first message: an empty stream delivers nothing at all.
 JOURNAL_WAIT = 1.0
@@ -21,9 +20,6 @@ JOURNAL_WAIT = 1.0
 
 async def gather_stats(settings: Settings) -> dict[str, Any]:
     """Every figure; a part whose service is down is None, with the reason under "errors"."""
-    from sharevault.broker import BrokerUnavailable
-    from sharevault.db import DATABASE_ERRORS, TRANSIENT_ERRORS
-
     data: dict[str, Any] = {
         "shares": None,
         "keys": None,
@@ -47,10 +43,14 @@ async def gather_stats(settings: Settings) -> dict[str, Any]:
     return data
 
 
-async def _database_stats(settings: Settings) -> dict[str, Any]:
-    from sharevault.crypto import Keyring
-    from sharevault.db import open_store
+def current_key(settings: Settings) -> str | None:
+    """The id of the key new shares are sealed with; None where this host has no keyring."""
+    if settings.encryption_keys is None:
+        return None
+    return Keyring(settings.keyring).current_id
 
+
+async def _database_stats(settings: Settings) -> dict[str, Any]:
     async with open_store(settings.database_url.get_secret_value(), size=1) as store:
         by_method = await store.share_counts()
         outbox = await store.outbox_summary()
@@ -68,7 +68,7 @@ async def _database_stats(settings: Settings) -> dict[str, Any]:
                 for kind, method, count in by_method
             ],
         },
-        "keys": {"current": Keyring(settings.keyring).current_id, **keys},
+        "keys": {"current": current_key(settings), **keys},
         "outbox": {
             "by_status": {
                 status: {"count": count, "oldest_seconds": round(oldest, 3)}
@@ -81,8 +81,6 @@ async def _database_stats(settings: Settings) -> dict[str, Any]:
 
 
 async def _broker_stats(settings: Settings) -> dict[str, Any]:
-    from sharevault.wiring import broker_of
-
     # declare=False: a look never creates a queue (counts are passive declares).
     link = broker_of(settings, name="sharevault-stats", robust=False, declare=False)
     async with link as broker:
@@ -107,8 +105,6 @@ async def _broker_stats(settings: Settings) -> dict[str, Any]:
 
 async def _journal(broker: Broker, settings: Settings) -> dict[str, Any]:
     """Retention settings, and the oldest message the stream still holds (its first offset)."""
-    from sharevault.ops.times import show
-
     oldest: dict[str, Any] = {"oldest": None, "first_offset": None}
     offset: dict[str, Any] = {"x-stream-offset": "first"}
     first = None
@@ -129,28 +125,8 @@ async def _journal(broker: Broker, settings: Settings) -> dict[str, Any]:
     }
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def stats(as_json: bool) -> None:
-    """Shares by kind and method, queue depths and consumers, dead letters, outbox, journal.
-
-    Exits 1 when the database or the broker could not be reached (the rest is still shown)."""
-    settings = settings_or_exit()
-    data = asyncio.run(gather_stats(settings))
-    if as_json:
-        click.echo(json.dumps(data))
-    else:
-        click.echo(render(data))
-    for part, reason in data["errors"].items():
-        click.echo(f"error: {part}: {reason}", err=True)
-    if data["errors"]:
-        sys.exit(1)
-
-
 def render(data: dict[str, Any]) -> str:
     """The figures as tables, for a terminal."""
-    from tabulate import tabulate
-
     parts: list[str] = []
     shares = data["shares"]
     if shares is not None:

@@ -3,6 +3,7 @@
 from sharevault.schemas.client import ClientBackup, ClientBackupAnswer, ClientBackupQuery
 from sharevault.schemas.common import UNKNOWN_METHOD
 from sharevault.schemas.errors import ErrorBody, ErrorDetail
+from sharevault.schemas.health import HealthAnswer, ReadyAnswer
 from sharevault.schemas.webhook import (
     AcceptedAnswer,
     WebhookBackup,
@@ -18,6 +19,8 @@ __all__ = [
     "ClientBackupQuery",
     "ErrorBody",
     "ErrorDetail",
+    "HealthAnswer",
+    "ReadyAnswer",
     "WebhookBackup",
     "WebhookFetch",
     "WebhookFetchAnswer",

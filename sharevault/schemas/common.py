@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints
 
@@ -34,8 +34,17 @@ def _none_to(default: str, constrained: Any) -> Any:
     return BeforeValidator(convert, json_schema_input_type=constrained | None)
 
 
-# Legacy senders omit the method or send null: stored under UNKNOWN.
-MethodOrUnknown = Annotated[BackupMethod, _none_to(UNKNOWN_METHOD, BackupMethod)]
+def _no_method(value: Any) -> Any:
+    # PortalEx reads the method with `||`: "" is "no method", like null or an absent field.
+    return UNKNOWN_METHOD if value is None or value == "" else value
+
+
+# Legacy senders omit the method or send null or "": stored under UNKNOWN (our key for "no
+# method", never reported to Portal as a method).
+MethodOrUnknown = Annotated[
+    BackupMethod,
+    BeforeValidator(_no_method, json_schema_input_type=BackupMethod | Literal[""] | None),
+]
 # Legacy senders omit the pair id or send null: stored as '' (no pair).
 PairId = Annotated[PairIdStr, _none_to("", PairIdStr)]
 ShareText = Annotated[str, Field(min_length=1, max_length=MAX_SHARE_CHARS)]

@@ -24,6 +24,18 @@ class StoredReportV3(BaseModel):
     backup_share_pair_ids: list[str] = Field(alias="backupSharePairIds", min_length=1)
 
 
+class StoredReportV1(BaseModel):
+    """`PUT /api/v1/clients/me/wallet/stored-client-backup-share`, without a method.
+
+    What `portal.api.storedClientBackupShare(true)` of Portal's first SDKs sends (PortalSwift 1.x:
+    body `["success": success]`): the report of a share the app stored without naming a method.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    success: bool = True
+
+
 class StoredReportV2(BaseModel):
     """`PUT /api/v2/clients/me/wallet/stored-client-backup-share`."""
 

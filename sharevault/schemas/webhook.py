@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -67,6 +67,6 @@ class AcceptedAnswer(BaseModel):
     """What a successful write answers: durable in the queue, and whether already committed."""
 
     message_id: str = Field(alias="messageId")
-    status: str = Field(
+    status: Literal["committed", "queued"] = Field(
         description="'committed' (stored in the database) or 'queued' (durable in the queue)"
     )

@@ -115,12 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     health.add_routes(app)
     webhooks.add_routes(app, settings.webhook_root)
     client_shares.add_routes(app, settings.client_root)
-    openapi.add_routes(
-        app,
-        openapi.health_operations()
-        + openapi.webhook_operations(settings.webhook_root)
-        + openapi.client_operations(settings.client_root),
-    )
+    openapi.add_routes(app, openapi.all_operations(settings.webhook_root, settings.client_root))
     docs.add_routes(app)
     monitoring.add_routes(app)
     return app

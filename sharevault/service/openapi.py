@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 
+from sharevault import __version__
 from sharevault.schemas import (
     AcceptedAnswer,
     ClientBackup,
     ClientBackupAnswer,
     ErrorBody,
+    HealthAnswer,
+    ReadyAnswer,
     WebhookBackup,
     WebhookFetch,
     WebhookFetchAnswer,
 )
+from sharevault.service import openapi_examples as ex
 
 REF = "#/components/schemas/{model}"
 ERRORS = {
@@ -24,64 +29,96 @@ ERRORS = {
     "404": "No share matches",
     "403": "Caller not allowed (address allowlist, or another client's data)",
     "409": "A backup method new to the client beyond METHODS_PER_CLIENT (too_many_methods)",
-    "413": "Body too large",
+    "413": "Body larger than MAX_BODY_BYTES",
     "415": "Content-Type is not application/json",
-    "422": "Body breaks the schema",
-    "503": "Broker or database unavailable; retry after Retry-After seconds",
+    "422": "Body or query breaks the schema",
+    "429": "Too many requests for this client or caller; retry after Retry-After seconds",
+    "503": "Broker or database unavailable, or REQUEST_BUDGET spent; retry after Retry-After",
 }
+# Answers that say when to come back.
+RETRY_AFTER = ("429", "503")
+TAGS = [
+    {"name": "webhook", "description": "Portal's custodian webhooks (X-Webhook-Secret)"},
+    {"name": "client", "description": "The wallet app's client backup share (Portal bearer)"},
+    {"name": "health", "description": "Liveness and readiness probes"},
+]
+SERVERS = [{"url": "/", "description": "This gateway (in production behind the TLS proxy)"}]
 
 
+@dataclass
 class Operation:
-    """One documented route: method, path, models, security and the errors it can answer."""
+    """One documented route: method, path, models, examples, security and every status."""
 
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        summary: str,
-        *,
-        body: type[BaseModel] | None = None,
-        answer: type[BaseModel] | None = None,
-        security: str | None = None,
-        errors: tuple[str, ...] = (),
-        parameters: list[dict[str, Any]] | None = None,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        self.method, self.path, self.summary = method, path, summary
-        self.body, self.answer, self.security = body, answer, security
-        self.errors, self.parameters, self.extra = errors, parameters or [], extra or {}
+    method: str
+    path: str
+    summary: str
+    operation_id: str
+    tag: str
+    body: type[BaseModel] | None = None
+    answer: type[BaseModel] | None = None
+    security: str | None = None
+    errors: tuple[str, ...] = ()
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    # Descriptions that differ from ERRORS, by status.
+    extra: dict[str, str] = field(default_factory=dict)
+    # Named request examples ({"name": {"summary", "value"}}) and the 200 answer's example.
+    request_examples: dict[str, dict[str, Any]] = field(default_factory=dict)
+    answer_example: dict[str, Any] | None = None
+    # A status whose body is not ErrorBody: (model, example), e.g. /readyz's 503.
+    special: dict[str, tuple[type[BaseModel], dict[str, Any]]] = field(default_factory=dict)
 
     def spec(self) -> dict[str, Any]:
-        op: dict[str, Any] = {"summary": self.summary, "responses": {}}
+        op: dict[str, Any] = {
+            "operationId": self.operation_id,
+            "tags": [self.tag],
+            "summary": self.summary,
+            "responses": {"200": _response("OK", self.answer, self.answer_example)},
+        }
         if self.parameters:
             op["parameters"] = self.parameters
         if self.security:
             op["security"] = [{self.security: []}]
         if self.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": _ref(self.body)}},
-            }
-        ok: dict[str, Any] = {"description": "OK"}
-        if self.answer is not None:
-            ok["content"] = {"application/json": {"schema": _ref(self.answer)}}
-        op["responses"]["200"] = ok
+            media: dict[str, Any] = {"schema": _ref(self.body), "examples": self.request_examples}
+            op["requestBody"] = {"required": True, "content": {"application/json": media}}
         for status in self.errors:
-            op["responses"][status] = _error(self.extra.get(status, ERRORS[status]), status)
+            description = self.extra.get(status, ERRORS[status])
+            error = (ErrorBody, ex.error_example(status, self.security))
+            model, example = self.special.get(status, error)
+            # Only the JSON errors say when to come back (/readyz's 503 is a probe's answer).
+            retry = status in RETRY_AFTER and model is ErrorBody
+            op["responses"][status] = _response(description, model, example, retry_after=retry)
         return op
+
+    def models(self) -> list[type[BaseModel]]:
+        found = [m for m in (self.body, self.answer) if m is not None]
+        return found + [model for model, _ in self.special.values()]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
-def _error(description: str, status: str) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": _ref(ErrorBody)}},
-    }
-    if status == "503":
-        response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+def _response(
+    description: str,
+    model: type[BaseModel] | None,
+    example: dict[str, Any] | None,
+    *,
+    retry_after: bool = False,
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if model is not None:
+        media: dict[str, Any] = {"schema": _ref(model)}
+        if example is not None:
+            media["example"] = example
+        response["content"] = {"application/json": media}
+    if retry_after:
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again",
+                "schema": {"type": "string"},
+            }
+        }
     return response
 
 
@@ -95,25 +132,33 @@ def _components(models: list[type[BaseModel]]) -> dict[str, Any]:
 
 
 def webhook_operations(root: str) -> list[Operation]:
-    write_errors = ("400", "401", "403", "413", "415", "422", "503")
+    write_errors = ("400", "401", "403", "413", "415", "422", "429", "503")
     return [
         Operation(
             "post",
             f"{root}/backup",
             "Store a custodian backup share (Portal webhook)",
+            "storeCustodianShare",
+            "webhook",
             body=WebhookBackup,
             answer=AcceptedAnswer,
             security="webhookSecret",
             errors=(*write_errors, "409"),
+            request_examples={"gdrive": {"value": ex.WEBHOOK_BACKUP}},
+            answer_example=ex.ACCEPTED,
         ),
         Operation(
             "post",
             f"{root}/backup/fetch",
             "Every stored custodian share of a client (Portal webhook)",
+            "fetchCustodianShares",
+            "webhook",
             body=WebhookFetch,
             answer=WebhookFetchAnswer,
             security="webhookSecret",
             errors=write_errors,
+            request_examples={"fetch": {"value": ex.WEBHOOK_FETCH}},
+            answer_example=ex.FETCH_ANSWER,
         ),
     ]
 
@@ -125,6 +170,7 @@ def client_operations(root: str) -> list[Operation]:
         "in": "path",
         "required": True,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+        "example": ex.CLIENT_ID,
     }
     query = [
         {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -135,33 +181,54 @@ def client_operations(root: str) -> list[Operation]:
             "post",
             path,
             "Store the caller's client backup share (the wallet app calls this)",
+            "storeClientShare",
+            "client",
             body=ClientBackup,
             answer=AcceptedAnswer,
             security="portalBearer",
-            errors=("400", "401", "403", "409", "413", "415", "422", "503"),
+            errors=("400", "401", "403", "409", "413", "415", "422", "429", "503"),
             parameters=[client_id],
+            request_examples=ex.CLIENT_BACKUPS,
+            answer_example=ex.ACCEPTED,
         ),
         Operation(
             "get",
             path,
             "The caller's client backup share, for recovery",
+            "getClientShare",
+            "client",
             answer=ClientBackupAnswer,
             security="portalBearer",
-            errors=("401", "403", "404", "422", "503"),
+            errors=("401", "403", "404", "422", "429", "503"),
             parameters=[client_id, *query],
+            extra={"422": "A query parameter breaks the schema"},
+            answer_example=ex.CLIENT_ANSWER,
         ),
     ]
 
 
 def health_operations() -> list[Operation]:
     return [
-        Operation("get", "/healthz", "The process answers"),
+        Operation(
+            "get",
+            "/healthz",
+            "The process answers",
+            "healthz",
+            "health",
+            answer=HealthAnswer,
+            answer_example=ex.HEALTH,
+        ),
         Operation(
             "get",
             "/readyz",
             "Broker and database reachable",
+            "readyz",
+            "health",
+            answer=ReadyAnswer,
+            answer_example=ex.READY,
             errors=("503",),
-            extra={"503": "Broker or database down (the body says which)"},
+            extra={"503": "A dependency is down: `checks` says which, `down` what is wrong"},
+            special={"503": (ReadyAnswer, ex.UNAVAILABLE)},
         ),
     ]
 
@@ -175,14 +242,16 @@ def build_spec(operations: list[Operation]) -> dict[str, Any]:
     models: list[type[BaseModel]] = [ErrorBody]
     for op in operations:
         paths.setdefault(op.path, {})[op.method] = op.spec()
-        models += [m for m in (op.body, op.answer) if m is not None and m not in models]
+        models += [m for m in op.models() if m not in models]
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "sharevault",
-            "version": "1",
+            "version": __version__,
             "description": "Custodian backend for Portal MPC wallet backup shares.",
         },
+        "servers": SERVERS,
+        "tags": TAGS,
         "paths": paths,
         "components": {
             "schemas": _components(models),
@@ -196,6 +265,11 @@ def build_spec(operations: list[Operation]) -> dict[str, Any]:
             },
         },
     }
+
+
+def all_operations(webhook_root: str, client_root: str) -> list[Operation]:
+    """Every documented route of a gateway with these roots."""
+    return health_operations() + webhook_operations(webhook_root) + client_operations(client_root)
 
 
 async def openapi_json(request: web.Request) -> web.Response:

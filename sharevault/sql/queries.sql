@@ -140,29 +140,53 @@ SELECT 1;
 -- --- report-back outbox (client shares) -------------------------------------------------------
 
 -- name: outbox_claim
--- Due reports, locked for this sender until its transaction ends; other senders skip them.
-SELECT id, message_id, client_id, backup_method, pair_id, report_api, bearer_sealed, attempts,
-       extract(epoch FROM now() - created_at)::float8 AS age, request_id
-FROM outbox
-WHERE status = 'pending' AND next_attempt_at <= now()
-ORDER BY next_attempt_at
-LIMIT $1
-FOR UPDATE SKIP LOCKED;
+-- Lease up to $1 due reports to this sender for $2 seconds, in one short statement: their next
+-- attempt moves to the lease's end, so other senders skip them until then (a crashed sender's rows
+-- come back when it passes). No lock is held while Portal is called; the lease end is the claim's
+-- token for outbox_settle.
+WITH due AS (
+    SELECT id FROM outbox
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox o SET next_attempt_at = now() + make_interval(secs => $2::float8)
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.message_id, o.client_id, o.backup_method, o.pair_id, o.report_api,
+          o.bearer_sealed, o.attempts, extract(epoch FROM now() - o.created_at)::float8 AS age,
+          o.request_id, o.next_attempt_at AS lease_until;
 
 -- name: outbox_settle
--- Record an attempt: 'pending' reschedules after $3 seconds; any other status is final and
--- deletes the sealed bearer.
-UPDATE outbox
-SET status = $2,
-    attempts = attempts + 1,
-    next_attempt_at = CASE WHEN $2 = 'pending'
-                           THEN now() + make_interval(secs => $3::float8)
-                           ELSE next_attempt_at END,
-    bearer_sealed = CASE WHEN $2 = 'pending' THEN bearer_sealed END,
-    finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END,
-    last_status = $4,
-    last_error = $5
-WHERE id = $1;
+-- Record attempts (arrays: id, status, delay, HTTP status, reason, lease end), each only where the
+-- row is still pending under the claim's lease: a sender whose lease ran out and was claimed again
+-- records nothing. 'pending' reschedules after the delay; any other status is final and deletes
+-- the sealed bearer.
+WITH done AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::integer[], $5::text[],
+                         $6::timestamptz[])
+        AS d(id, status, delay, http_status, reason, lease_until)
+)
+UPDATE outbox o
+SET status = d.status,
+    attempts = o.attempts + 1,
+    next_attempt_at = CASE WHEN d.status = 'pending'
+                           THEN now() + make_interval(secs => d.delay)
+                           ELSE o.next_attempt_at END,
+    bearer_sealed = CASE WHEN d.status = 'pending' THEN o.bearer_sealed END,
+    finished_at = CASE WHEN d.status = 'pending' THEN NULL ELSE now() END,
+    last_status = d.http_status,
+    last_error = d.reason
+FROM done d
+WHERE o.id = d.id AND o.status = 'pending' AND o.next_attempt_at = d.lease_until
+RETURNING o.id;
+
+-- name: outbox_release
+-- Give leased rows back, due now (a sender stopping mid-send), where the lease is still the caller's.
+UPDATE outbox o SET next_attempt_at = now()
+FROM unnest($1::bigint[], $2::timestamptz[]) AS r(id, lease_until)
+WHERE o.id = r.id AND o.status = 'pending' AND o.next_attempt_at = r.lease_until;
 
 -- --- key rotation and stats (operator commands: sharevault/ops) ---------------------------------
 
@@ -217,7 +241,7 @@ LIMIT $3;
 
 -- name: rewrap_outbox
 -- Re-sealed bearers go back only where the row still holds the bearer that was read (a settled
--- row holds none) and no sender has claimed it right now (SKIP LOCKED).
+-- row holds none) and no claim or settle holds its lock this instant (SKIP LOCKED).
 WITH wanted AS (
     SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS w(id, old, new)
 ), free AS (

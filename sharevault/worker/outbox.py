@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 
 from sharevault.config import Settings
 from sharevault.crypto import DecryptError, Keyring
-from sharevault.db import TRANSIENT_ERRORS, OutboxOutcome, OutboxRow, Store
+from sharevault.db import TRANSIENT_ERRORS, Outbox, OutboxOutcome, OutboxRow, Store
 from sharevault.messages import bearer_identity
-from sharevault.metrics import OUTBOX_OLDEST_SECONDS, OUTBOX_PENDING
+from sharevault.metrics import OUTBOX_OLDEST_SECONDS, OUTBOX_PENDING, OUTBOX_REPORTS
 from sharevault.portal import PortalClient, PortalRejected, PortalUnavailable
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ RETRY_AFTER_SPREAD = 0.1
 GAUGE_EVERY = 5.0
 PRUNE_EVERY = 60.0
 PRUNE_CHUNK = 1000
+# Giving leased rows back when stopping mid-send: best effort, the lease runs out anyway.
+RELEASE_TIMEOUT = 2.0
 
 
 def backoff(attempts: int, initial: float, cap: float) -> float:
@@ -34,13 +36,14 @@ def backoff(attempts: int, initial: float, cap: float) -> float:
 
 
 class OutboxSender:
-    """Claims due reports (SKIP LOCKED), sends them, records each outcome in the row."""
+    """Claims due reports with a lease, sends them holding no connection, settles each outcome."""
 
     def __init__(
         self, settings: Settings, store: Store, keyring: Keyring, portal: PortalClient
     ) -> None:
         self._settings = settings
         self._store = store
+        self._outbox = Outbox(store)
         self._keyring = keyring
         self._portal = portal
         # Counters for logs, tests and (later) metrics.
@@ -59,7 +62,7 @@ class OutboxSender:
         limit = self._settings.outbox_batch_size
         while not stop.is_set():
             try:
-                handled = await self._store.process_outbox(limit, self._send_all)
+                handled = await self._round(limit)
             except TRANSIENT_ERRORS as exc:
                 log.warning("outbox: database unavailable (%s)", type(exc).__name__)
                 handled = 0
@@ -73,6 +76,24 @@ class OutboxSender:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._settings.outbox_poll_interval):
                         await stop.wait()
+
+    async def _round(self, limit: int) -> int:
+        """Claim → send → settle: no connection or row lock is held while Portal answers."""
+        rows = await self._outbox.claim(limit, self._settings.outbox_lease)
+        if not rows:
+            return 0
+        try:
+            outcomes = await self._send_all(rows)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(RELEASE_TIMEOUT):
+                    await asyncio.shield(self._outbox.release(rows))
+            raise
+        settled = await self._outbox.settle(rows, outcomes)
+        if settled < len(rows):
+            # The lease ran out mid-send and another sender claimed the row: its outcome counts.
+            log.warning("outbox: %d report(s) outlived their lease", len(rows) - settled)
+        return len(rows)
 
     async def _prune(self) -> None:
         """Delete settled reports older than OUTBOX_KEEP (every minute, in short chunks)."""
@@ -110,6 +131,7 @@ class OutboxSender:
             bearer = self._open_bearer(row)
         except DecryptError:
             self.failed += 1
+            OUTBOX_REPORTS.labels("failed").inc()
             log.error("outbox: bearer of message %s does not decrypt", row.message_id)
             return OutboxOutcome(row.id, "failed", reason="bearer_undecryptable")
         identity = row.identity
@@ -125,11 +147,13 @@ class OutboxSender:
                 )
         except PortalRejected as exc:
             self.failed += 1
+            OUTBOX_REPORTS.labels("failed").inc()
             log.warning("outbox: Portal refused report of message %s: %s", row.message_id, exc)
             return OutboxOutcome(row.id, "failed", http_status=exc.status, reason=exc.reason)
         except PortalUnavailable as exc:
             return self._later(row, exc)
         self.sent += 1
+        OUTBOX_REPORTS.labels("sent").inc()
         log.info("outbox: reported message %s (client %s)", row.message_id, identity.client_id)
         return OutboxOutcome(row.id, "sent", http_status=status)
 
@@ -149,6 +173,7 @@ class OutboxSender:
             )
         if row.age + delay > settings.outbox_horizon:
             self.expired += 1
+            OUTBOX_REPORTS.labels("expired").inc()
             reason = (
                 f"gave up after {row.attempts + 1} attempts over {row.age:.0f}s"
                 f" (horizon {settings.outbox_horizon:.0f}s); last: {exc.reason}"
@@ -182,7 +207,7 @@ async def running_outbox(
             stop.set()
             # Reports on the wire get one Portal timeout to be answered and recorded; otherwise
             # (e.g. waiting for a database that is down) there is nothing worth waiting for:
-            # a cancelled round rolls back and its rows stay pending.
+            # a round cancelled mid-send gives its leased rows back (or they expire).
             grace = settings.portal_timeout + 1 if sender.sending else 1.0
             done, _ = await asyncio.wait({task}, timeout=grace)
             if not done:

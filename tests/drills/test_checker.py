@@ -10,7 +10,7 @@ from bench.drills.load import Ack, Key, Ledger, share_text
 from sharevault.config import parse_keyring
 from sharevault.crypto import Identity, Keyring
 from sharevault.portal import REPORT_V2, REPORT_V3
-from tests.conftest import KEY_A
+from tests.support.environment import KEY_A
 from tests.support.fake_portal import Call
 
 KEYRING = Keyring(parse_keyring(f"ka:{KEY_A}"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.drills.load import SHARE_MARK
-from tests.leakcheck import sensitive, subprocess_log
+from tests.support.leakcheck import sensitive, subprocess_log
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 
 from bench.drills.drills import DRILLS, SMOKE
 from bench.drills.load import SHARE_MARK
-from tests.leakcheck import sensitive, subprocess_log
+from tests.support.leakcheck import sensitive, subprocess_log
 
 pytestmark = pytest.mark.slow
 

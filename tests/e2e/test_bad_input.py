@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sharevault.broker import Broker
-from tests.conftest import WEBHOOK_SECRET, secret_headers
+from tests.support.environment import WEBHOOK_SECRET, secret_headers
 
 SHARE = "a-share-that-must-never-be-echoed-" + "x" * 64
 GOOD = {"clientId": "cl-1", "backupMethod": "GDRIVE", "share": SHARE}

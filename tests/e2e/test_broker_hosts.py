@@ -11,9 +11,10 @@ from aiohttp.test_utils import TestClient
 
 from sharevault.config import Settings
 from sharevault.service.appkeys import BROKER
-from tests.conftest import AMQP_URL, GatewayFactory, WorkerHandle, secret_headers
+from tests.support.environment import AMQP_URL, secret_headers
 from tests.support.faultproxy import fault_proxy
-from tests.waiting import eventually
+from tests.support.inprocess import GatewayFactory, WorkerHandle
+from tests.support.waiting import eventually
 
 # Nothing listens there: a connection is refused at once, as by a node that is down.
 DEAD_URL = "amqp://guest:guest@127.0.0.1:1/"

@@ -16,10 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from sharevault.config import Settings
-from tests.conftest import WorkerHandle, secret_headers
-from tests.portal_fixtures import CLIENT_A, TOKEN_A, bearer, portal_settings
 from tests.support import FakePortal
-from tests.waiting import eventually
+from tests.support.environment import secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.portal_fixtures import CLIENT_A, TOKEN_A, bearer, portal_settings
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

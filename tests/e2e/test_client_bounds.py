@@ -13,8 +13,10 @@ from aiohttp.test_utils import TestClient
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
-from tests.conftest import WorkerHandle, publish_share, seal_message, secret_headers
-from tests.waiting import eventually
+from tests.support.environment import secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.sharing import publish_share, seal_message
+from tests.support.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]
 

@@ -18,8 +18,10 @@ from sharevault.portal import WHOAMI
 from sharevault.service import create_app
 from sharevault.service.appkeys import BROKER, CLIENT_AUTH
 from sharevault.service.errors import ApiError
-from tests.conftest import SAMPLES, WEBHOOK_SECRET, WorkerHandle, secret_headers
-from tests.portal_fixtures import (
+from tests.support import FakePortal, GatewayDriver
+from tests.support.environment import SAMPLES, WEBHOOK_SECRET, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.portal_fixtures import (
     CLIENT_A,
     CLIENT_B,
     TOKEN_A,
@@ -27,8 +29,7 @@ from tests.portal_fixtures import (
     bearer,
     portal_settings,
 )
-from tests.support import FakePortal, GatewayDriver
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]
 

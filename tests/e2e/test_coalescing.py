@@ -25,10 +25,12 @@ from sharevault.messages import (
 )
 from sharevault.service.publishing import Coalescer, Coalescing, Route
 from sharevault.wiring import broker_of
-from tests.backupload import Client
-from tests.conftest import AMQP_URL, WorkerHandle, seal_message, secret_headers
-from tests.e2e.test_dlq_replay import POISON_TRIGGER, cli_json
-from tests.waiting import eventually
+from tests.support.backupload import Client
+from tests.support.environment import AMQP_URL, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.poison import POISON_TRIGGER, cli_json
+from tests.support.sharing import seal_message
+from tests.support.waiting import eventually
 
 # Long enough that shares published together on this machine always share a message.
 LINGER_MS = "300"

@@ -12,8 +12,9 @@ from aiohttp.test_utils import TestClient
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.service.appkeys import BROKER, ROUTE
-from tests.conftest import GatewayFactory, WorkerHandle, secret_headers
-from tests.waiting import eventually
+from tests.support.environment import secret_headers
+from tests.support.inprocess import GatewayFactory, WorkerHandle
+from tests.support.waiting import eventually
 
 # The live TTL is long enough that nothing expires into the backlog while a test runs: a share
 # found there was routed there by the gateway.

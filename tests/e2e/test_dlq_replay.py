@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,35 +15,13 @@ from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.messages import DEAD_KEY, SINGLE_CONTENT_TYPE, Envelope
 from sharevault.wiring import broker_of
-from tests.backupload import Client
-from tests.conftest import (
-    AMQP_URL,
-    WorkerHandle,
-    publish_junk,
-    publish_share,
-    seal_message,
-    secret_headers,
-)
-from tests.leakcheck import sensitive
-from tests.processes import outage_env, run_cli
-from tests.waiting import eventually
-
-SECRET_SHARE = "dlq-share-secret-never-printed"
-sensitive(SECRET_SHARE)
-
-POISON_TRIGGER = """
-CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.client_id LIKE 'poison-%' THEN
-    RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = 'P0001';
-  END IF;
-  IF NEW.client_id LIKE 'busy-%' THEN
-    RAISE EXCEPTION 'conflict made by a test trigger' USING ERRCODE = '40001';
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON shares FOR EACH ROW EXECUTE FUNCTION poison();
-"""
+from tests.support.backupload import Client
+from tests.support.environment import AMQP_URL, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.poison import POISON_TRIGGER, SECRET_SHARE, cli_json
+from tests.support.processes import outage_env, run_cli
+from tests.support.sharing import publish_junk, publish_share, seal_message
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -59,13 +36,6 @@ async def post(gateway: Client, client_id: str, share: str) -> dict[str, Any]:
     resp = await gateway.post("/webhook/backup", json=body, headers=secret_headers())
     assert resp.status == 200, await resp.text()
     return await resp.json()  # type: ignore[no-any-return]
-
-
-async def cli_json(settings: Settings, *args: str) -> Any:
-    code, out, err = await run_cli(*args, "--json", env=outage_env(settings))
-    assert code == 0, err
-    assert SECRET_SHARE not in out + err
-    return json.loads(out)
 
 
 async def test_poison_goes_down_the_retry_levels_to_the_dlq_and_replays_after_a_fix(

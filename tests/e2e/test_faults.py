@@ -17,17 +17,11 @@ from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.service import create_app
-from tests.conftest import (
-    AMQP_URL,
-    WorkerHandle,
-    process_env,
-    publish_junk,
-    publish_share,
-    seal_message,
-    secret_headers,
-)
-from tests.leakcheck import subprocess_log
-from tests.waiting import eventually
+from tests.support.environment import AMQP_URL, process_env, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.leakcheck import subprocess_log
+from tests.support.sharing import publish_junk, publish_share, seal_message
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

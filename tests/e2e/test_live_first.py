@@ -24,10 +24,11 @@ from sharevault.crypto import Identity, Keyring
 from sharevault.messages import ShareMessage
 from sharevault.service.appkeys import ROUTE
 from sharevault.wiring import broker_of
-from tests.backupload import Client
-from tests.conftest import publish_share, secret_headers
-from tests.leakcheck import subprocess_log
-from tests.processes import WorkerProcess, outage_env
+from tests.support.backupload import Client
+from tests.support.environment import secret_headers
+from tests.support.leakcheck import subprocess_log
+from tests.support.processes import WorkerProcess, outage_env
+from tests.support.sharing import publish_share
 
 pytestmark = pytest.mark.slow
 

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from sharevault.logs import install_request_ids
-from tests.conftest import WEBHOOK_SECRET, WorkerHandle, secret_headers
-from tests.waiting import eventually
-
-
-def sample_value(text: str, name: str, **labels: str) -> float:
-    """The value of one series in a Prometheus text exposition (0 when absent)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+from tests.support.environment import WEBHOOK_SECRET, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.scraping import sample_value
+from tests.support.waiting import eventually
 
 
 async def scrape(gateway: TestClient) -> str:  # type: ignore[type-arg]

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from sharevault.config import Settings
-from tests.conftest import WorkerHandle
-from tests.portal_fixtures import TOKEN_A
+from sharevault.schemas import ReadyAnswer
+from tests.support.inprocess import WorkerHandle
+from tests.support.portal_fixtures import TOKEN_A
 
 FUZZ_CASES = 1000
 
@@ -35,6 +37,19 @@ async def test_openapi_document_is_valid_and_covers_every_route(
     } <= set(spec["paths"])
     backup = spec["paths"]["/webhook/backup"]["post"]
     assert {"200", "400", "401", "413", "415", "422", "503"} <= set(backup["responses"])
+
+
+async def test_readyz_answers_what_the_description_says(
+    gateway: TestClient,  # type: ignore[type-arg]
+) -> None:
+    spec = await (await gateway.get("/openapi.json")).json()
+    resp = await gateway.get("/readyz")
+    assert resp.status == 200
+    body = await resp.json()
+    documented = spec["paths"]["/readyz"]["get"]["responses"]["200"]["content"]
+    schema = {**documented["application/json"]["schema"], "components": spec["components"]}
+    assert list(Draft202012Validator(schema).iter_errors(body)) == []
+    assert ReadyAnswer.model_validate(body).status == "ready"
 
 
 async def test_docs_page_renders_swagger_ui(gateway: TestClient) -> None:  # type: ignore[type-arg]
@@ -86,7 +101,7 @@ async def test_fuzzing_finds_no_5xx_and_no_spec_violation(
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    secret = settings.webhook_secret.get_secret_value()
+    secret = settings.secret("webhook_secret")
     with_secret = await run_schemathesis(
         live_gateway,
         tmp_path / "auth.json",

@@ -15,12 +15,12 @@ import pytest
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
 from sharevault.db import migrate
-from tests.backupload import BackupLoad, Client, assert_nothing_lost
-from tests.conftest import AMQP_URL
-from tests.processes import WorkerProcess, outage_env
+from tests.support.backupload import BackupLoad, Client, assert_nothing_lost
+from tests.support.environment import AMQP_URL
 from tests.support.faultproxy import FaultProxy, fault_proxy
 from tests.support.pgcluster import PgCluster
-from tests.waiting import eventually
+from tests.support.processes import WorkerProcess, outage_env
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from sharevault.config import Settings
-from tests.conftest import free_port, process_env, secret_headers
-from tests.e2e.test_metrics import sample_value
-from tests.leakcheck import subprocess_log
-from tests.waiting import eventually
+from tests.support.environment import free_port, process_env, secret_headers
+from tests.support.leakcheck import subprocess_log
+from tests.support.scraping import sample_value
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -14,15 +14,17 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 
 from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.messages import ShareMessage, bearer_identity
-from sharevault.portal import REPORT_V2, REPORT_V3
-from tests.conftest import WorkerHandle, publish_share
-from tests.leakcheck import subprocess_log
-from tests.portal_fixtures import (
+from sharevault.portal import REPORT_V1, REPORT_V2, REPORT_V3
+from tests.support import FakePortal
+from tests.support.inprocess import WorkerHandle
+from tests.support.leakcheck import subprocess_log
+from tests.support.portal_fixtures import (
     CLIENT_A,
     CLIENT_B,
     TOKEN_A,
@@ -31,8 +33,8 @@ from tests.portal_fixtures import (
     portal_settings,
     worker_env,
 )
-from tests.support import FakePortal
-from tests.waiting import eventually
+from tests.support.sharing import publish_share
+from tests.support.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]
 GatewayFactory = Callable[..., Awaitable[Gateway]]
@@ -46,6 +48,12 @@ async def post(
     answer = await resp.json()
     assert answer["status"] == "committed"
     return str(answer["messageId"])
+
+
+def reports_counted(outcome: str) -> float:
+    """sharevault_outbox_reports_total{outcome} of this process (the worker runs in it)."""
+    value = REGISTRY.get_sample_value("sharevault_outbox_reports_total", {"outcome": outcome})
+    return value or 0.0
 
 
 async def outbox(db: asyncpg.Connection) -> list[dict[str, Any]]:
@@ -127,6 +135,30 @@ async def _quiet(settings: Settings) -> None:
     await asyncio.sleep(settings.outbox_poll_interval * 6)
 
 
+async def test_a_share_without_method_is_reported_without_one(
+    gateway_factory: GatewayFactory,
+    worker_factory: Callable[..., WorkerHandle],
+    fast: Settings,
+    fake_portal: FakePortal,
+    db: asyncpg.Connection,
+) -> None:
+    """The seed app's body (no method, no pair): reported as its storedClientBackupShare(true)."""
+    worker_factory(fast)
+    gw = await gateway_factory(fast)
+    sent_before = reports_counted("sent")
+    await post(gw, {"backupShare": "seed"})  # Portal's doc shape: no method, no pair id
+    pair_only = {"cipherText": "ex", "backupMethod": "", "backupSharePairId": "p9"}
+    await post(gw, pair_only, CLIENT_B, TOKEN_B)
+    rows = await settled(db, 2)
+    assert [r["status"] for r in rows] == ["sent", "sent"]
+    calls = {c.path: c for c in fake_portal.reports(ok_only=False)}
+    assert set(calls) == {REPORT_V1, REPORT_V3}
+    assert (calls[REPORT_V1].client_id, calls[REPORT_V1].body) == (CLIENT_A, {"success": True})
+    assert calls[REPORT_V3].body["backupSharePairIds"] == ["p9"]
+    assert all("UNKNOWN" not in str(c.body) for c in fake_portal.calls)
+    assert reports_counted("sent") - sent_before == 2
+
+
 async def test_report_api_setting(
     gateway_factory: GatewayFactory,
     worker_factory: Callable[..., WorkerHandle],
@@ -184,6 +216,7 @@ async def test_permanent_refusal_is_failed_not_retried(
     assert (row["status"], row["attempts"], row["last_status"]) == ("failed", 1, 401)
     assert row["bearer_sealed"] is None and row["finished_at"] is not None
     assert "HTTP 401" in row["last_error"] and TOKEN_A not in row["last_error"]
+    assert reports_counted("failed") >= 1
     await _quiet(fast)
     assert len(fake_portal.calls_to(REPORT_V2)) == 1
 
@@ -199,9 +232,11 @@ async def test_gives_up_after_the_horizon_and_says_so(
     worker_factory(settings)
     gw = await gateway_factory(settings)
     fake_portal.fail(503, path=REPORT_V3)
+    expired_before = reports_counted("expired")
     await post(gw, {"cipherText": "x", "backupSharePairId": "p1"})
     [row] = await settled(db, 1)
     assert row["status"] == "expired" and row["bearer_sealed"] is None
+    assert reports_counted("expired") - expired_before == 1
     assert row["attempts"] >= 2 and row["last_status"] == 503
     assert "gave up after" in row["last_error"] and "HTTP 503" in row["last_error"]
     calls = len(fake_portal.calls_to(REPORT_V3))
@@ -283,14 +318,14 @@ async def test_worker_sigkill_between_commit_and_report_reports_exactly_once(
     await eventually(lambda: REPORT_V3 in fake_portal.arrivals)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    # The share is committed; its report is still owed (the attempt's transaction died with it).
+    # The share is committed; its report is still owed, leased to the dead worker for OUTBOX_LEASE.
     assert await db.fetchval("SELECT count(*) FROM shares") == 1
     [row] = await outbox(db)
     assert (row["message_id"], row["status"], row["attempts"]) == (message_id, "pending", 0)
     assert row["bearer_sealed"] is not None
 
     fake_portal.delay = 0.0  # Portal is fast again; the abandoned request still hangs
-    second, second_log = spawn_worker()
+    second, second_log = spawn_worker()  # it takes the row when the dead worker's lease runs out
     [row] = await settled(db, 1)
     assert (row["status"], row["attempts"], row["bearer_sealed"]) == ("sent", 1, None)
     await _quiet(fast)

@@ -1,4 +1,4 @@
-"""`sharevault rotate-key` while Portal keeps writing and reading, and after a hard interruption."""
+"""`sharevault keys rotate` while Portal keeps writing and reading, and after a hard stop."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.db import SealedRow, open_store
 from sharevault.messages import bearer_identity
-from tests.backupload import BackupLoad, assert_nothing_lost, share_text
-from tests.conftest import KEY_A, KEY_B, WorkerHandle, process_env, secret_headers
-from tests.leakcheck import sensitive, subprocess_log
-from tests.processes import run_cli
+from tests.support.backupload import BackupLoad, assert_nothing_lost, share_text
+from tests.support.environment import KEY_A, KEY_B, process_env, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.leakcheck import sensitive, subprocess_log
+from tests.support.processes import run_cli
 
 Client = TestClient[web.Request, web.Application]
 OLD = Keyring([("kb", base64.b64decode(KEY_B))])
@@ -129,7 +130,7 @@ async def test_rotation_under_load_leaves_every_share_readable_and_none_stale(
         reader = asyncio.create_task(read_while_rotating(gateway, load, stop_reading))
         acked_before = load.total_acked
         code, out, err = await run_cli(
-            "rotate-key", "--batch-size", "50", "--json", env=process_env(settings)
+            "keys", "rotate", "--batch-size", "50", "--json", env=process_env(settings)
         )
         acked_during = load.total_acked - acked_before
         stop_reading.set()
@@ -172,7 +173,8 @@ async def test_a_killed_rotation_leaves_every_row_readable_and_resumes(
         sys.executable,
         "-m",
         "sharevault",
-        "rotate-key",
+        "keys",
+        "rotate",
         "--batch-size",
         "40",
         env=process_env(settings),
@@ -197,13 +199,13 @@ async def test_a_killed_rotation_leaves_every_row_readable_and_resumes(
         assert Keyring.key_id_of(row["sealed"]) == row["key_id"]
         both.open(row["sealed"], identity)
     await db.execute("DROP TRIGGER slow_rewrap ON shares")
-    code, out, err = await run_cli("rotate-key", "--json", env=process_env(settings))
+    code, out, err = await run_cli("keys", "rotate", "--json", env=process_env(settings))
     assert code == 0, err
     summary = json.loads(out)
     assert summary["to_rewrap"] == {"shares": counts["kb"][0], "outbox": counts["kb"][1]}
     assert summary["rewrapped"] == summary["to_rewrap"] and summary["remaining"] == 0
     await assert_all_under_new_key(db, 610)
-    # Nothing left: a third run has nothing to do and says so.
+    # Nothing left: a third run (under the old name, a hidden alias) has nothing to do.
     code, out, _ = await run_cli("rotate-key", "--json", env=process_env(settings))
     assert code == 0 and json.loads(out)["to_rewrap"] == {"shares": 0, "outbox": 0}
 
@@ -220,6 +222,6 @@ async def test_a_killed_rotation_leaves_every_row_readable_and_resumes(
         "in_keyring": False,
         "current": False,
     } in (json.loads(out)["keys"])
-    code, out, err = await run_cli("rotate-key", "--json", env=process_env(settings))
+    code, out, err = await run_cli("keys", "rotate", "--json", env=process_env(settings))
     assert code == 1 and json.loads(out)["unreadable"] == {"shares": 1, "outbox": 0}
     assert await db.fetchval("SELECT key_id FROM shares WHERE client_id = 'seed-09999'") == "klost"

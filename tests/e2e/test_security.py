@@ -13,8 +13,9 @@ from aiohttp import ClientSession
 
 from sharevault.config import Settings
 from sharevault.service.auth import secret_matches
-from tests.conftest import PREVIOUS_SECRET, WEBHOOK_SECRET, WorkerHandle, secret_headers
-from tests.leakcheck import sensitive
+from tests.support.environment import PREVIOUS_SECRET, WEBHOOK_SECRET, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.leakcheck import sensitive
 
 BODY = {"clientId": "cl-sec", "backupMethod": "GDRIVE", "share": "s"}
 
@@ -108,7 +109,7 @@ async def raw_request(url: str, data: bytes) -> bytes:
 )
 async def test_malformed_http_gets_json_and_echoes_nothing(live_gateway: str, head: str) -> None:
     big = "tok" + "Q" * 20_000
-    sensitive(big[:64])  # nor may any of it reach a log line (tests/leakcheck.py)
+    sensitive(big[:64])  # nor may any of it reach a log line (tests/support/leakcheck.py)
     answer = await raw_request(live_gateway, (head.format(big=big) + "\r\n").encode())
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.split()[1] == b"400"

@@ -13,8 +13,8 @@ from sharevault.crypto import Identity, Keyring
 from sharevault.db import SealedRow, open_store
 from sharevault.messages import DEAD_KEY, REASON, Envelope, bearer_identity
 from sharevault.wiring import broker_of
-from tests.conftest import publish_share, seal_message
-from tests.processes import outage_env, run_cli
+from tests.support.processes import outage_env, run_cli
+from tests.support.sharing import publish_share, seal_message
 
 IDENTITIES = [
     Identity("custodian", "c1", "GDRIVE", ""),
@@ -131,13 +131,23 @@ async def test_stats_still_reports_the_database_when_the_broker_is_down(
     assert data["queues"] is None and data["shares"]["total"] == 7
 
 
-async def test_stats_under_a_fresh_prefix_creates_no_queue(settings: Settings) -> None:
-    # A look never declares: `stats` against a prefix nothing uses leaves the broker as it was
-    # (it once declared the whole topology, 8 queues, to count them).
-    code, data, err = await stats_json(settings)
+async def test_looks_under_a_fresh_prefix_create_no_queue_and_need_no_secret(
+    settings: Settings,
+) -> None:
+    # A look never declares: `stats` and `dlq list` against a prefix nothing uses leave the broker
+    # as it was (stats once declared the whole topology, 8 queues, to count them). Neither needs
+    # the webhook secret or the keyring.
+    env = outage_env(settings)
+    del env["SHAREVAULT_WEBHOOK_SECRET"], env["SHAREVAULT_ENCRYPTION_KEYS"]
+    code, out, err = await run_cli("stats", "--json", env=env)
     assert code == 0, err
+    data = json.loads(out)
     assert data["queues"] and all(q["messages"] is None for q in data["queues"])
     assert data["journal"]["first_offset"] is None
+    assert data["keys"]["current"] is None  # no keyring here: the counts by key id still show
+    code, out, err = await run_cli("dlq", "list", "--json", env=env)
+    assert code == 0, err
+    assert json.loads(out)["total"] == 0
     async with broker_of(settings, name="look", robust=False, declare=False) as broker:
         for name in broker.topology.queues:
             assert await broker.admin.queue_counts(name) is None, f"{name} was created"

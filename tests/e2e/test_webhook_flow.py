@@ -17,16 +17,10 @@ from sharevault.broker import Broker
 from sharevault.config import Settings
 from sharevault.crypto import Identity, Keyring
 from sharevault.messages import ShareMessage
-from tests.conftest import (
-    PREVIOUS_SECRET,
-    SAMPLES,
-    WEBHOOK_SECRET,
-    WorkerHandle,
-    publish_share,
-    seal_message,
-    secret_headers,
-)
-from tests.waiting import eventually
+from tests.support.environment import PREVIOUS_SECRET, SAMPLES, WEBHOOK_SECRET, secret_headers
+from tests.support.inprocess import WorkerHandle
+from tests.support.sharing import publish_share, seal_message
+from tests.support.waiting import eventually
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -78,6 +72,12 @@ async def test_every_sample_shape_is_stored(
     )
     assert row is not None
     assert (row["backup_method"], row["pair_id"]) == ("UNKNOWN", "")
+    # PortalEx reads the method with `||`: "" is no method, stored as the legacy share is.
+    blank = {**sample("webhook-backup-2.json"), "clientId": "cl-blank", "backupMethod": ""}
+    await post_backup(gateway, blank)
+    assert (await fetch(gateway, "cl-blank"))["backupShares"] == [blank["share"]]
+    method = await db.fetchval("SELECT backup_method FROM shares WHERE client_id = 'cl-blank'")
+    assert method == "UNKNOWN"
 
 
 async def test_previous_secret_still_accepted(

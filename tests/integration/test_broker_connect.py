@@ -13,9 +13,10 @@ from sharevault.broker import BrokerUnavailable, delete_topology
 from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.wiring import broker_of
-from tests.conftest import AMQP_URL, publish_share, seal_message
+from tests.support.environment import AMQP_URL
 from tests.support.faultproxy import fault_proxy
-from tests.waiting import eventually
+from tests.support.sharing import publish_share, seal_message
+from tests.support.waiting import eventually
 
 
 @pytest.mark.parametrize("outage", [3.0])

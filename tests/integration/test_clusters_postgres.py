@@ -18,10 +18,10 @@ from sharevault.crypto import Identity, Keyring
 from sharevault.db import SealedRow, Store, migrate, open_store
 from sharevault.worker.decode import Share
 from sharevault.worker.writing import Fate, Writer
-from tests.backupload import BackupLoad, Client, assert_nothing_lost
-from tests.processes import WorkerProcess, outage_env
+from tests.support.backupload import BackupLoad, Client, assert_nothing_lost
 from tests.support.pgcluster import PgCluster, multi_host_dsn
-from tests.waiting import eventually
+from tests.support.processes import WorkerProcess, outage_env
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 

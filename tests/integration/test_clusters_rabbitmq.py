@@ -15,9 +15,9 @@ from sharevault.broker import Topology
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
 from sharevault.service.appkeys import BROKER
-from tests.backupload import BackupLoad, Client, assert_nothing_lost
+from tests.support.backupload import BackupLoad, Client, assert_nothing_lost
 from tests.support.rabbitcluster import RabbitCluster
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 

@@ -12,6 +12,7 @@ import pytest
 
 from sharevault.config import Settings
 from sharevault.portal import (
+    REPORT_V1,
     REPORT_V2,
     REPORT_V3,
     WHOAMI,
@@ -22,9 +23,9 @@ from sharevault.portal import (
 )
 from sharevault.service.client_auth import PortalBearerAuthenticator
 from sharevault.service.errors import ApiError
-from tests.conftest import WEBHOOK_SECRET, process_env
-from tests.portal_fixtures import CLIENT_A, CLIENT_B, PORTAL_API_KEY, TOKEN_A, TOKEN_B
 from tests.support import FakePortal
+from tests.support.environment import WEBHOOK_SECRET, process_env
+from tests.support.portal_fixtures import CLIENT_A, CLIENT_B, PORTAL_API_KEY, TOKEN_A, TOKEN_B
 
 
 @pytest.fixture
@@ -48,6 +49,15 @@ async def test_whoami_and_both_reports(fake_portal: FakePortal, portal: PortalCl
         {"status": "STORED_CLIENT_BACKUP_SHARE", "backupSharePairIds": ["p1"]},
     )
     assert (v2.path, v2.body) == (REPORT_V2, {"success": True, "backupMethod": "GDRIVE"})
+
+
+async def test_no_method_is_reported_without_one(
+    fake_portal: FakePortal, portal: PortalClient
+) -> None:
+    """UNKNOWN is our storage key, not a Portal method: never sent as one."""
+    assert await portal.report_stored_v2(TOKEN_A, "UNKNOWN") == 204
+    [call] = fake_portal.reports()
+    assert (call.path, call.body) == (REPORT_V1, {"success": True})
 
 
 async def test_faults_are_classified(fake_portal: FakePortal, portal: PortalClient) -> None:

@@ -16,8 +16,8 @@ from sharevault.crypto import Identity, Keyring
 from sharevault.db import SealedRow, Store, open_store
 from sharevault.messages import bearer_identity
 from sharevault.ops.rotation import key_uses, rotate
-from tests.conftest import KEY_A, KEY_B
-from tests.leakcheck import sensitive
+from tests.support.environment import KEY_A, KEY_B
+from tests.support.leakcheck import sensitive
 
 A, B = base64.b64decode(KEY_A), base64.b64decode(KEY_B)
 NEW = Keyring([("ka", A)])

@@ -20,7 +20,7 @@ from sharevault.db import (
     open_store,
     vacuuming_shares,
 )
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 ID = Identity("custodian", "cl-1", "GDRIVE", "p1")
 SHARE_BYTES = 8 * 1024

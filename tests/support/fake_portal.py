@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sharevault.portal import REPORT_V2, REPORT_V3, WEBHOOK, WHOAMI
+from sharevault.portal import REPORT_V1, REPORT_V2, REPORT_V3, WEBHOOK, WHOAMI
 from sharevault.schemas.portal import STORED_STATUS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -94,11 +94,11 @@ class FakePortal:
     # --- what happened --------------------------------------------------------------------------
 
     def reports(self, *, ok_only: bool = True) -> list[Call]:
-        """Report-back calls (v3 and v2); by default only those answered 2xx and delivered."""
+        """Report-back calls (v3, v2, v1); by default only those answered 2xx and delivered."""
         return [
             c
             for c in self.calls
-            if c.path in (REPORT_V3, REPORT_V2)
+            if c.path in (REPORT_V3, REPORT_V2, REPORT_V1)
             and (not ok_only or (200 <= c.status < 300 and c.delivered))
         ]
 
@@ -116,6 +116,7 @@ class FakePortal:
         app.router.add_get(WHOAMI, self._whoami)
         app.router.add_patch(REPORT_V3, self._report_v3)
         app.router.add_put(REPORT_V2, self._report_v2)
+        app.router.add_put(REPORT_V1, self._report_v1)
         app.router.add_post(WEBHOOK, self._register_webhook)
         app.router.add_post("/_fake/clients", self._control_client)
         app.router.add_post("/_fake/faults", self._control_fault)
@@ -209,7 +210,18 @@ class FakePortal:
         if self._caller(request) is None:
             return web.json_response({"error": "Unauthorized"}, status=401)
         body = await _json(request)
-        if body.get("success") is not True or not isinstance(body.get("backupMethod"), str):
+        method = body.get("backupMethod")
+        # Portal knows its own methods only: "UNKNOWN" (our key for "no method") is not one.
+        if body.get("success") is not True or method in (None, "", "UNKNOWN"):
+            return web.json_response({"error": "bad body"}, status=400)
+        return web.Response(status=204)
+
+    async def _report_v1(self, request: web.Request) -> web.Response:
+        # The first SDKs' storedClientBackupShare(success): `{"success": true}`, no method.
+        if self._caller(request) is None:
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        body = await _json(request)
+        if body.get("success") is not True or body.get("backupMethod") == "UNKNOWN":
             return web.json_response({"error": "bad body"}, status=400)
         return web.Response(status=204)
 

@@ -17,13 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.environment import free_port
+
 BIN = Path(os.environ.get("SHAREVAULT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PgCluster:

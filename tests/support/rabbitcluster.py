@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.pgcluster import free_port
+from tests.support.environment import free_port
 
 SERVER = os.environ.get("SHAREVAULT_TEST_RABBITMQ_SERVER", "rabbitmq-server")
 CTL = os.environ.get("SHAREVAULT_TEST_RABBITMQCTL", "rabbitmqctl")

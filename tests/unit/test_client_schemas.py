@@ -14,7 +14,7 @@ from sharevault.portal import parse_retry_after
 from sharevault.schemas import ClientBackup, ClientBackupQuery
 from sharevault.service.client_shares import lookup_order, report_api_for
 from sharevault.worker.outbox import backoff
-from tests.conftest import SAMPLES
+from tests.support.environment import SAMPLES
 
 KEYRING = Keyring([("k1", b"K" * 32)])
 

@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
+
+from tests.unit.test_compose import compose_spec_schema
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.cluster.yaml"
 
@@ -46,3 +49,8 @@ def test_the_replica_streams_from_the_primary() -> None:
     replica = load()["services"]["pg-replica"]
     script = "\n".join(replica["entrypoint"])
     assert "pg_basebackup -h pg-primary" in script and " -R " in script
+
+
+def test_it_follows_the_compose_specification() -> None:
+    errors = list(Draft202012Validator(compose_spec_schema()).iter_errors(load()))
+    assert not errors, [e.message for e in errors[:5]]

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -31,13 +30,35 @@ def test_defaults_work_on_a_developer_machine(monkeypatch: pytest.MonkeyPatch) -
     assert settings.keyring == parse_keyring(GOOD_KEYS)
 
 
-def test_missing_required_settings_are_named() -> None:
+def test_secrets_are_demanded_only_where_used_and_then_named() -> None:
+    settings = load_settings()  # migrate, stats, dlq: no secret needed
+    assert settings.webhook_secret is None and settings.encryption_keys is None
     with pytest.raises(ConfigError) as err:
-        load_settings()
+        settings.require("webhook_secret", "encryption_keys")
     message = str(err.value)
     assert "SHAREVAULT_WEBHOOK_SECRET is required" in message
     assert "SHAREVAULT_ENCRYPTION_KEYS is required" in message
     assert "\n" not in message
+    with pytest.raises(ConfigError, match="SHAREVAULT_ENCRYPTION_KEYS is required"):
+        _ = settings.keyring
+    with pytest.raises(ConfigError, match="SHAREVAULT_WEBHOOK_SECRET is required"):
+        _ = settings.webhook_secrets
+
+
+def test_secrets_are_read_from_a_secrets_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "sharevault_webhook_secret").write_text(SECRET)
+    (tmp_path / "sharevault_encryption_keys").write_text(GOOD_KEYS)
+    monkeypatch.setenv("SHAREVAULT_SECRETS_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.webhook_secrets == [SECRET.encode()]
+    assert settings.keyring == parse_keyring(GOOD_KEYS)
+    monkeypatch.setenv("SHAREVAULT_WEBHOOK_SECRET", "the-environment-wins-over-a-file")
+    assert load_settings().webhook_secrets == [b"the-environment-wins-over-a-file"]
+    monkeypatch.setenv("SHAREVAULT_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="SHAREVAULT_SECRETS_DIR"):
+        load_settings()
 
 
 def test_malformed_values_are_named_but_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,34 +98,6 @@ def test_mask_url_hides_the_password() -> None:
     masked = mask_url(SecretStr("postgresql://user:hunter2@db:5432/sv"))
     assert masked == "postgresql://user:***@db:5432/sv"
     assert mask_url(SecretStr("postgresql://u@db/sv")) == "postgresql://u@db/sv"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SHAREVAULT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "sharevault", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_keys_generate_prints_only_the_value() -> None:
-    result = run_cli("keys", "generate")
-    assert result.returncode == 0
-    [line] = result.stdout.splitlines()
-    assert len(parse_keyring(line)) == 1
-
-
-def test_serve_without_settings_stops_with_one_clear_line() -> None:
-    result = run_cli("serve", env={"SHAREVAULT_ENCRYPTION_KEYS": GOOD_KEYS})
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "configuration error: SHAREVAULT_WEBHOOK_SECRET is required"
-    ]
-    assert GOOD_KEYS.split(":")[1] not in result.stderr
 
 
 def test_mask_url_hides_the_password_of_a_multi_host_dsn() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 
-from tests import leakcheck
+from tests.support import leakcheck
 
 
 def test_the_leak_check_finds_a_logged_secret() -> None:
