@@ -316,12 +316,12 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def mask_url(url: SecretStr) -> str:
-    """A DSN fit for a log line: the password replaced by ***."""
+    """A DSN fit for a log line: the password replaced by *** (one host or a libpq host list)."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url.get_secret_value())
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return parts.geturl()
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import click
 
-from bench.drills.drills import DRILLS, PLANS, Drill
+from bench.drills.clusters import CLUSTER_DRILLS
+from bench.drills.drills import DRILLS as BASIC_DRILLS
+from bench.drills.drills import PLANS, Drill
 from bench.drills.load import SHARE_MARK
 from bench.drills.report import leaks, meta, table
 from bench.drills.runner import DrillResult, Run
 
+DRILLS = [*BASIC_DRILLS, *CLUSTER_DRILLS]
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 

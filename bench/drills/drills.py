@@ -42,6 +42,8 @@ class Plan:
     settle_seconds: float  # load kept on after recovery, before the drain
     recover_timeout: float
     drain_timeout: float
+    node_down: float = 60.0  # a RabbitMQ node stopped this long (rabbitmq-node-stop)
+    promote_after: float = 2.0  # PostgreSQL primary lost this long before the replica is promoted
 
 
 SMOKE = Plan(
@@ -64,6 +66,8 @@ SMOKE = Plan(
     settle_seconds=0.3,
     recover_timeout=30.0,
     drain_timeout=30.0,
+    node_down=10.0,
+    promote_after=1.0,
 )
 FULL = Plan(
     name="full",
@@ -96,6 +100,8 @@ class DrillContext:
     fault_end: float | None = None  # monotonic; None: nothing to recover from
     fault_end_wall: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
+    # Run once recovery is measured (a killed node started again for the next drill).
+    afterwards: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def end_fault(self) -> None:
         self.fault_end, self.fault_end_wall = time.monotonic(), time.time()
@@ -124,6 +130,9 @@ class Drill:
     workers: int = 1
     proxy: bool = False
     private_pg: bool = False
+    rabbit_cluster: bool = False  # a private 3-node RabbitMQ cluster (tests/support)
+    pg_replica: str | None = None  # "sync" or "async": a private primary with a streaming replica
+    gateways: int = 1
     smoke: bool = True  # part of the smoke form (without --only)
 
 

@@ -20,6 +20,7 @@ HEADERS = [
     "duplicated",
     "max deliveries of one message",
     "seconds to recover",
+    "answers by status during the fault",
     "slowest answer, s (budget)",
     "reported to Portal (delivered/owed)",
     "unplanned exits (restarted)",
@@ -40,6 +41,12 @@ def _reports(r: DrillResult) -> str:
     return text
 
 
+def _during(r: DrillResult) -> str:
+    """Answers to requests sent while the fault lasted (cluster drills): '200: 812, 503: 4'."""
+    during = r.notes.get("answers_during")
+    return ", ".join(f"{s}: {n}" for s, n in during.items()) if during else "-"
+
+
 def _slowest(r: DrillResult) -> str:
     if "slowest_answer_s" not in r.notes:
         return "-"
@@ -56,6 +63,7 @@ def table(results: list[DrillResult]) -> str:
             r.duplicated,
             "-" if r.max_deliveries is None else r.max_deliveries,
             "-" if r.recover_s is None else f"{r.recover_s:.1f}",
+            _during(r),
             _slowest(r),
             _reports(r),
             len(r.unplanned_exits),

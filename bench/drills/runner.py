@@ -32,7 +32,8 @@ from sharevault.crypto import Keyring, generate_keyring_value
 from sharevault.db import migrate
 from tests.support import FakePortal, GatewayDriver
 from tests.support.faultproxy import FaultProxy
-from tests.support.pgcluster import PgCluster
+from tests.support.pgcluster import PgCluster, multi_host_dsn
+from tests.support.rabbitcluster import RabbitCluster
 
 POLL = 0.2
 
@@ -77,6 +78,8 @@ class Run:
         self.keyring = Keyring(parse_keyring(self.secrets.encryption_keys))
         self.tokens: list[str] = []
         self._cluster: PgCluster | None = None
+        self._rabbit: RabbitCluster | None = None  # started by the first drill that needs it
+        self._replicated: list[PgCluster] = []  # a primary with a replica per failover drill
         self._databases: list[tuple[str, str]] = []  # (admin dsn, name) to drop
 
     async def __aenter__(self) -> Run:
@@ -89,8 +92,25 @@ class Run:
         for admin, name in [*self._databases, (PG_ADMIN, self.template)]:
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await drop_database(admin, name)
-        if self._cluster is not None:
-            await asyncio.to_thread(self._cluster.destroy)
+        for cluster in [*([self._cluster] if self._cluster else []), *self._replicated]:
+            await asyncio.to_thread(cluster.destroy)
+        if self._rabbit is not None:
+            await asyncio.to_thread(self._rabbit.destroy)
+
+    async def _rabbit_started(self) -> RabbitCluster:
+        if self._rabbit is None:
+            self._rabbit = await asyncio.to_thread(RabbitCluster().start)
+        return self._rabbit
+
+    async def _replicated_database(self, sync: bool, name: str) -> tuple[str, PgCluster, PgCluster]:
+        """A fresh primary (a failover leaves it behind) with the database, and its replica."""
+        primary = await asyncio.to_thread(PgCluster().init)
+        self._replicated.append(primary)
+        await asyncio.to_thread(primary.start)
+        await create_database(primary.dsn(), name)
+        await migrate(dsn_for(primary.dsn(), name))
+        replica = await asyncio.to_thread(lambda: primary.replica(synchronous=sync))
+        return multi_host_dsn([primary, replica], name), primary, replica
 
     async def _cluster_started(self) -> PgCluster:
         if self._cluster is None:
@@ -115,7 +135,15 @@ class Run:
         started = time.monotonic()
         slug = drill.slug.replace("-", "_")
         prefix = f"d{self.run_id}-{drill.slug}"
-        dsn, cluster = await self._database(drill, f"sv_drill_{self.run_id}_{slug}")
+        name = f"sv_drill_{self.run_id}_{slug}"
+        cluster: PgCluster | None
+        replica: PgCluster | None = None
+        if drill.pg_replica is not None:
+            sync = drill.pg_replica == "sync"
+            dsn, cluster, replica = await self._replicated_database(sync, name)
+        else:
+            dsn, cluster = await self._database(drill, name)
+        rabbit = await self._rabbit_started() if drill.rabbit_cluster else None
         async with FakePortal() as portal:
             stack = DrillStack(
                 drill.slug,
@@ -125,6 +153,8 @@ class Run:
                 portal,
                 self.logdir,
                 cluster=cluster,
+                replica=replica,
+                rabbit=rabbit,
                 request_budget=self.plan.request_budget,
             )
             if drill.proxy:
@@ -152,6 +182,8 @@ class Run:
                 await ctx.more_acks(plan.warmup_acks)
                 await drill.inject(ctx)
                 recover = await self._recovery(ctx, prefix)
+                for step in ctx.afterwards:
+                    await step()
                 await asyncio.sleep(plan.settle_seconds)
             finally:
                 await load.stop()
@@ -197,7 +229,9 @@ class Run:
             wrong=verdict.wrong,
             holds=verdict.holds
             and (recover is not None or ctx.fault_end is None)
-            and ctx.notes.get("budget_held", True),
+            and ctx.notes.get("budget_held", True)
+            # A process that ended on its own is a failure even though it was started again.
+            and not stack.exits,
             answers=dict(load.ledger.answers),
             committed=sum(1 for a in acks if a.status == "committed"),
             queued=sum(1 for a in acks if a.status == "queued"),

@@ -20,6 +20,7 @@ from tests.support import FakePortal
 from tests.support.environment import free_port
 from tests.support.faultproxy import FaultProxy
 from tests.support.pgcluster import PgCluster
+from tests.support.rabbitcluster import RabbitCluster
 from tests.support.subprocesses import SharevaultProcess
 
 PG_ADMIN = os.environ.get("DRILL_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -68,7 +69,9 @@ class DrillStack:
     portal: FakePortal
     logdir: Path
     proxy: FaultProxy | None = None
-    cluster: PgCluster | None = None
+    cluster: PgCluster | None = None  # the private PostgreSQL (the primary, when replicated)
+    replica: PgCluster | None = None  # its streaming standby, promoted by failover drills
+    rabbit: RabbitCluster | None = None  # a private 3-node RabbitMQ cluster instead of AMQP_URL
     request_budget: float | None = None  # REQUEST_BUDGET of the processes (None: the default)
     port: int = field(default_factory=free_port)
     gateway: SharevaultProcess | None = None
@@ -79,8 +82,13 @@ class DrillStack:
     _spawned: int = 0
     _supervisor: asyncio.Task[None] | None = None
 
+    @property
+    def amqp(self) -> str:
+        """The broker URL(s) of the processes: the machine's node, or every cluster node."""
+        return AMQP_URL if self.rabbit is None else self.rabbit.urls()
+
     def values(self) -> dict[str, str]:
-        amqp = AMQP_URL
+        amqp = self.amqp
         if self.proxy is not None:
             amqp = self.proxy.url("amqp", AMQP_URL.split("//", 1)[1].split("@", 1)[0])
         return {
@@ -97,7 +105,7 @@ class DrillStack:
 
     def settings(self) -> Settings:
         """The processes' settings, for the runner's own broker connection."""
-        return load_settings(**{**self.values(), "amqp_url": AMQP_URL})
+        return load_settings(**{**self.values(), "amqp_url": self.amqp})
 
     def env(self) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("SHAREVAULT_")}
@@ -108,15 +116,21 @@ class DrillStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, command: str) -> SharevaultProcess:
+    def _spawn(self, command: str, **extra: str) -> SharevaultProcess:
         self._spawned += 1
         path = self.logdir / f"{self.name}-{command}-{self._spawned}.log"
-        return SharevaultProcess(command, self.env(), path).start()
+        return SharevaultProcess(command, {**self.env(), **extra}, path).start()
 
     async def start_gateway(self) -> SharevaultProcess:
         self.gateway = self._spawn("serve")
         self.gateways.append(self.gateway)
         return self.gateway
+
+    async def start_second_gateway(self, port: int) -> SharevaultProcess:
+        """Another gateway on its own port (the load stays on the first)."""
+        second = self._spawn("serve", SHAREVAULT_HTTP_PORT=str(port))
+        self.gateways.append(second)
+        return second
 
     async def start_worker(self) -> SharevaultProcess:
         worker = self._spawn("work")
@@ -178,6 +192,8 @@ class DrillStack:
                     await self.start_worker()
                 elif process is self.gateway:
                     await self.start_gateway()
+                else:
+                    await self.start_second_gateway(int(process.env["SHAREVAULT_HTTP_PORT"]))
 
     async def kill(self, process: SharevaultProcess, *, crash: bool = False) -> None:
         """SIGKILL; `crash`: remembered as a moment a report to Portal could be cut short."""
@@ -209,7 +225,7 @@ class DrillStack:
                 await process.kill()
         if self.proxy is not None:
             await self.proxy.close()
-        await delete_topology(AMQP_URL, Topology(self.prefix))
+        await delete_topology(self.amqp, Topology(self.prefix))
 
 
 async def create_database(admin_dsn: str, name: str, template: str | None = None) -> None:

@@ -66,6 +66,10 @@ class Publisher:
                 await target.publish(message, routing_key=routing_key, mandatory=True)
         except TimeoutError:
             raise BrokerUnavailable("no confirm in time") from None
+        except aio_pika.exceptions.DeliveryError as exc:
+            # Nack (a queue refused it) or Return (unroutable): the logs must tell them apart.
+            frame = type(getattr(exc, "frame", None)).__name__
+            raise unavailable(f"publish refused ({frame})", exc) from None
         except _PUBLISH_ERRORS as exc:
             raise unavailable("publish failed", exc) from None
 

@@ -7,10 +7,15 @@ import asyncio
 import asyncpg
 
 # Errors that say "the database is not there right now", as opposed to "this input is wrong".
+# asyncpg's InternalClientError too: a connection that dies under a statement can leave its
+# protocol "cannot switch to state …"; and with several hosts, TargetServerAttributeNotMatched
+# (one of its kind) says no read-write node answers, as during a failover. ConnectionDoesNotExist
+# is a PostgresConnectionError.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,

@@ -15,6 +15,7 @@ from cachetools import LRUCache
 
 from sharevault.crypto import Identity, Keyring
 from sharevault.db.listener import notice_payloads
+from sharevault.db.nodes import node_of
 from sharevault.db.queries import Q
 from sharevault.db.rows import (
     Bounds,
@@ -50,6 +51,8 @@ class Store:
         self._known_methods: LRUCache[tuple[str, str, str], bool] = LRUCache(KNOWN_METHODS)
         # Rows this store applied, counted for vacuuming_shares.
         self.writes = WriteCount()
+        # host:port of the database node the last ping reached (of a multi-host DSN: the primary).
+        self.node: str | None = None
 
     async def _fetch(self, query: str, *args: Any, timeout: float | None) -> list[Record]:
         if timeout is None:
@@ -60,7 +63,10 @@ class Store:
             return await self.pool.fetch(query, *args, timeout=timeout)
 
     async def ping(self, timeout: float = 2.0) -> None:
-        await self._fetch(Q["ping"], timeout=timeout)
+        """The database answers; `node` then names the one that did."""
+        async with asyncio.timeout(timeout), self.pool.acquire() as conn:
+            await conn.fetchval(Q["ping"], timeout=timeout)
+            self.node = node_of(conn)
 
     async def upsert_batch(self, rows: Sequence[SealedRow]) -> set[str]:
         """Store a batch in one statement, wake waiters at commit; return the ids applied."""

@@ -64,7 +64,7 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
         kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(exc.status, code, exc.reason, kept)
     if isinstance(exc, BrokerUnavailable):
-        log.warning("broker unavailable for %s %s", request.method, request.path)
+        log.warning("broker unavailable for %s %s (%s)", request.method, request.path, exc)
         down = unavailable("broker_unavailable", "the queue did not confirm; retry shortly")
         return error_response(down.status, down.code, down.message, down.headers)
     if isinstance(exc, TRANSIENT_ERRORS):

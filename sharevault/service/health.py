@@ -28,7 +28,8 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {name: "down" if name in down else "ok" for name in ("broker", "database")}
     body: dict[str, object] = {"status": "unavailable" if down else "ready", "checks": checks}
     # Which node each link is on (host:port, a cluster's member), while it is up.
-    body["nodes"] = {"broker": request.app[BROKER].node}
+    database = None if "database" in down else request.app[STORE].node
+    body["nodes"] = {"broker": request.app[BROKER].node, "database": database}
     if down:
         body["down"] = down
     return web.json_response(body, status=503 if down else 200)

@@ -98,3 +98,9 @@ def test_mask_url_hides_the_password() -> None:
     masked = mask_url(SecretStr("postgresql://user:hunter2@db:5432/sv"))
     assert masked == "postgresql://user:***@db:5432/sv"
     assert mask_url(SecretStr("postgresql://u@db/sv")) == "postgresql://u@db/sv"
+
+
+def test_mask_url_hides_the_password_of_a_multi_host_dsn() -> None:
+    dsn = "postgresql://sv:s3cret@h1:5432,h2:5433/db?target_session_attrs=read-write"
+    masked = mask_url(SecretStr(dsn))
+    assert masked == "postgresql://sv:***@h1:5432,h2:5433/db?target_session_attrs=read-write"
