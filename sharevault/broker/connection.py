@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # Pauses between attempts to link again: jittered, growing from 0.2 s up to this.
 RECONNECT_MAX = 5.0
+# A nacked publish opens a new confirming channel, at most this often (seconds).
+RENEW_INTERVAL = 1.0
 
 
 class Broker:
@@ -79,6 +81,8 @@ class Broker:
         self._down_since: float | None = time.time()
         self._last_error = "not connected yet"
         self._closing = False
+        self._renewed = 0.0
+        self._retired: set[asyncio.Task[None]] = set()
         self.publisher = Publisher(self)
         self.admin = Admin(self)
 
@@ -185,7 +189,12 @@ class Broker:
         # reopen would fail again, in a loop that never ends.
         self._exchange = await channel.get_exchange(self.topology.ingest, ensure=False)
         channel.close_callbacks.add(self._on_lost)
-        self._channel = channel
+        old, self._channel = self._channel, channel
+        if old is not None and not old.is_closed:
+            self._retire(old)
+        if self._down_since is None and self.declared.is_set():
+            log.info("broker: new confirming channel on %s", node_of(self._url or ""))
+            return
         down = time.time() - (self._down_since or time.time())
         self._down_since = None
         if self.declared.is_set():
@@ -207,6 +216,31 @@ class Broker:
             self._last_error = f"{what}: {type(exc).__name__}" if exc else what
             log.warning("broker %s; linking again", self._last_error)
         self._lost.set()
+
+    def refused(self, channel: AbstractChannel) -> None:
+        """A publish on `channel` was nacked: open a new confirming channel (at most once per
+        RENEW_INTERVAL) on the same connection. Seen with RabbitMQ 3.10 when the node leading a
+        quorum queue is killed: a channel that published through the election is nacked on every
+        publish from then on (for minutes), while a new channel on the same node is not."""
+        now = time.monotonic()
+        if self._closing or channel is not self._channel or now - self._renewed < RENEW_INTERVAL:
+            return
+        self._renewed = now
+        log.warning("broker: a publish was nacked; opening a new confirming channel")
+        self._lost.set()
+
+    def _retire(self, channel: AbstractChannel) -> None:
+        """Close a replaced channel in the background; publishes still on it fail (no confirm
+        was given for them, so the gateway never acknowledged them)."""
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_WAIT):
+                    await channel.close()
+
+        task = asyncio.create_task(close(), name="broker-retire-channel")
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     def confirming(self) -> tuple[AbstractChannel, AbstractExchange]:
         """The confirming channel and the ingest exchange (Publisher); BrokerUnavailable when

@@ -69,6 +69,8 @@ class Publisher:
         except aio_pika.exceptions.DeliveryError as exc:
             # Nack (a queue refused it) or Return (unroutable): the logs must tell them apart.
             frame = type(getattr(exc, "frame", None)).__name__
+            if frame == "Nack":
+                self._broker.refused(channel)
             raise unavailable(f"publish refused ({frame})", exc) from None
         except _PUBLISH_ERRORS as exc:
             raise unavailable("publish failed", exc) from None
