@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from sharevault.config import Settings
+from sharevault.config import IDENTITY_CHECK_SECONDS, Settings
 from tests.support import FakePortal
 from tests.support.environment import secret_headers
 from tests.support.inprocess import WorkerHandle
@@ -191,3 +191,28 @@ async def test_black_holed_database_every_route_answers_within_the_budget(
             "SELECT message_id FROM shares WHERE kind = 'custodian' AND client_id = 'cl-stall'"
         )
         assert newest in ids
+
+
+async def test_a_hung_portal_identity_check_costs_about_three_seconds(
+    settings_factory: Callable[..., Settings],
+    fake_portal: FakePortal,
+    gateway_factory: Callable[..., Awaitable[Gateway]],
+    db: asyncpg.Connection,
+) -> None:
+    # Portal accepts the identity check and never answers; its own timeout is longer than the
+    # identity check's share of the budget (IDENTITY_CHECK_SECONDS), which must bound it.
+    settings = portal_settings(settings_factory, fake_portal, portal_timeout=8.0, outbox_lease=20.0)
+    gw = await gateway_factory(settings)
+    fake_portal.delay = 60.0
+    client_path = f"/portal/clients/{CLIENT_A}/backup"
+    write, read = await asyncio.gather(
+        timed(gw.post(client_path, json={"cipherText": "hung"}, headers=bearer(TOKEN_A))),
+        timed(gw.get(client_path, headers=bearer(TOKEN_A))),
+    )
+    fake_portal.heal()
+    for status, body, headers, elapsed in (write, read):
+        assert status == 503, (status, body)
+        assert body["error"]["code"] == "portal_unavailable"
+        assert headers["Retry-After"] == "1"
+        assert elapsed < IDENTITY_CHECK_SECONDS + MARGIN, f"answered after {elapsed:.1f}s"
+    assert await stored(db, "client", CLIENT_A) == 0  # refused before anything was accepted
