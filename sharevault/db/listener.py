@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import asyncpg
 from asyncpg import Record
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from sharevault.db.errors import TRANSIENT_ERRORS
 
@@ -16,6 +17,16 @@ log = logging.getLogger(__name__)
 COMMIT_CHANNEL = "sharevault_committed"
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (server encoding; our ids are ASCII).
 NOTIFY_PAYLOAD_LIMIT = 7999
+RECONNECT_MAX = 5.0  # seconds between attempts to reconnect, at most (jittered, growing)
+
+
+def _retrying(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "commit listener: database unreachable (%s), retrying in %.1fs",
+        type(exc).__name__,
+        state.upcoming_sleep,
+    )
 
 
 def notice_payloads(message_ids: Iterable[str], limit: int = NOTIFY_PAYLOAD_LIMIT) -> list[str]:
@@ -57,22 +68,18 @@ class CommitListener:
         self._on_ids(str(payload).split(","))
 
     async def _run(self) -> None:
-        delay = 0.2
         while True:
-            try:
-                conn = await self._connect()
-            except TRANSIENT_ERRORS as exc:
-                log.warning(
-                    "commit listener: database unreachable (%s), retrying", type(exc).__name__
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TRANSIENT_ERRORS),
+                wait=wait_random_exponential(multiplier=0.2, max=RECONNECT_MAX),
+                before_sleep=_retrying,
+            ):
+                with attempt:
+                    conn = await self._connect()
             closed = asyncio.Event()
             conn.add_termination_listener(_setter(closed))
             try:
                 self.connected.set()
-                delay = 0.2
                 # Notices sent while we were away are lost: let waiters re-check the table.
                 await self._on_reconnect()
                 await closed.wait()
