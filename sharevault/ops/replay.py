@@ -14,7 +14,7 @@ from sharevault.db import SealedRow, Store
 from sharevault.messages import Envelope
 from sharevault.metrics import REPLAY_MESSAGES
 from sharevault.ops.times import to_micros
-from sharevault.worker.decode import open_body
+from sharevault.worker.decode import latest_version, open_body
 
 MARKER = "x-sharevault-marker"
 OFFSET = "x-stream-offset"
@@ -64,6 +64,7 @@ async def replay_journal(
     progress: Progress,
     *,
     batch_size: int = 500,
+    max_skew: float = 0.5,
 ) -> ReplaySummary:
     """Upsert every selected journal message from `since` up to now, in versioned batches."""
     end_offset, marker = await _mark_end(broker)
@@ -76,7 +77,7 @@ async def replay_journal(
             if not started:
                 progress.start(max(end_offset - _offset(delivery), 1))
                 started = True
-            for row in _rows(delivery, keyring, summary):
+            for row in _rows(delivery, keyring, summary, max_skew):
                 if selection.selects(row):
                     rows.append(row)
                 else:
@@ -122,9 +123,17 @@ def _offset(delivery: Delivery) -> int:
     return int(value)
 
 
-def _rows(delivery: Delivery, keyring: Keyring, summary: ReplaySummary) -> list[SealedRow]:
-    """The shares of one journal message (one, or a batch); counts what can never be stored."""
-    decoded = open_body(delivery.body, keyring, content_type=delivery.content_type)
+def _rows(
+    delivery: Delivery, keyring: Keyring, summary: ReplaySummary, max_skew: float
+) -> list[SealedRow]:
+    """The shares of one journal message (one, or a batch); counts what can never be stored
+    (a forged one as well: sealed for another message, or a version from the future)."""
+    decoded = open_body(
+        delivery.body,
+        keyring,
+        content_type=delivery.content_type,
+        latest=latest_version(max_skew),
+    )
     rows = [share.row for share in decoded.shares]
     summary.read += len(rows) + len(decoded.unstorable)
     if decoded.unstorable:

@@ -16,12 +16,18 @@ from sharevault.crypto import Keyring
 from sharevault.db import Store
 from sharevault.messages import Envelope, deliveries_of, shares_in
 from sharevault.metrics import DEAD_LETTERS, WORKER_MESSAGES, WORKER_RETRIES
-from sharevault.worker.decode import Decoded, Flaw, Share, Unstorable, open_body
+from sharevault.worker.decode import Decoded, Flaw, Share, Unstorable, latest_version, open_body
 from sharevault.worker.inbox import DeliveryCounter, Inbox
 from sharevault.worker.retry import Reason, Retrier, settle
 from sharevault.worker.writing import Fate, Outcome, Writer
 
 log = logging.getLogger(__name__)
+
+FLAW_REASONS = {
+    Flaw.INVALID: Reason.INVALID,
+    Flaw.UNDECRYPTABLE: Reason.UNDECRYPTABLE,
+    Flaw.TAMPERED: Reason.TAMPERED,
+}
 
 # Pauses between attempts to consume again after the broker went away: jittered, up to this.
 RECONNECT_MAX = 5.0
@@ -156,7 +162,7 @@ class ShareWorker:
             decoded = self._decode(delivery)
             deliveries.append((delivery, decoded))
             for unstorable in decoded.unstorable:
-                reason = Reason.INVALID if unstorable.flaw is Flaw.INVALID else Reason.UNDECRYPTABLE
+                reason = FLAW_REASONS[unstorable.flaw]
                 if not await self._dead_letter(_envelope(delivery, decoded, unstorable), reason):
                     give_back.add(id(delivery))
         in_hand = [(d, decoded, share) for d, decoded in deliveries for share in decoded.shares]
@@ -178,6 +184,7 @@ class ShareWorker:
             content_type=delivery.content_type,
             message_id=delivery.message_id or "",
             headers=delivery.headers,
+            latest=latest_version(self._settings.max_clock_skew),
         )
 
     async def _follow(self, envelope: Envelope, outcome: Outcome) -> bool:

@@ -11,9 +11,8 @@ from contextlib import asynccontextmanager
 from prometheus_client import start_http_server
 
 from sharevault.config import Settings, mask_url
-from sharevault.crypto import Keyring
 from sharevault.db import Bounds, open_store, vacuuming_shares
-from sharevault.wiring import broker_of
+from sharevault.wiring import broker_of, keyring_of
 from sharevault.worker.consumer import ShareWorker
 from sharevault.worker.outbox import running_outbox
 
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 async def open_worker(settings: Settings) -> AsyncIterator[ShareWorker]:
     """A worker with its own pool and broker connection, closed with the block."""
     log.info("worker starting: database %s", mask_url(settings.database_url))
-    keyring = Keyring(settings.keyring)
+    keyring = keyring_of(settings)
     # Connections: the consumer's batches, the outbox sender (held while Portal answers), a
     # vacuum where autovacuum is off (held while it runs), and one to spare.
     async with (

@@ -38,7 +38,7 @@ def message(
         message_id=f"m-{client}",
         version=1,
         identity=identity,
-        sealed=keyring.seal(b"share of " + client.encode(), identity),
+        sealed=keyring.seal(b"share of " + client.encode(), identity, 1, f"m-{client}"),
         context=context,
     )
 
