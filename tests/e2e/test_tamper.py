@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -35,6 +36,8 @@ from tests.support.sharing import legacy_seal, publish_share, seal_message
 from tests.support.waiting import eventually
 
 Gateway = TestClient[web.Request, web.Application]
+
+
 WORKER = "tamper-share-secret-never-logged-"
 sensitive(WORKER)
 FLIP_LAST_BYTE = (
@@ -82,71 +85,86 @@ def identity_of(client_id: str) -> Identity:
     return Identity("custodian", client_id, "GDRIVE", "")
 
 
-async def test_an_old_share_republished_as_new_is_dead_lettered_and_rolls_nothing_back(
+def forge(
+    client_id: str, sealed: bytes, version: int, message_id: str | None = None
+) -> ShareMessage:
+    """A message as anyone who can publish to the broker can make one: any seal, any claim."""
+    return ShareMessage.build(
+        message_id=message_id or uuid.uuid4().hex,
+        version=version,
+        identity=identity_of(client_id),
+        sealed=sealed,
+    )
+
+
+@dataclass
+class Scene:
+    """A gateway and a worker on one topology, a publisher beside them, the database."""
+
+    gateway: Gateway
+    worker: WorkerHandle
+    publisher: Broker
+    settings: Settings
+    db: asyncpg.Connection
+
+
+@pytest.fixture
+def scene(
     gateway: Gateway,
     worker: WorkerHandle,
     publisher: Broker,
     settings: Settings,
     db: asyncpg.Connection,
-) -> None:
-    client_id = "cl-rollback"
-    await stored(gateway, client_id, WORKER + "old")
-    old = await row_of(db, client_id)  # what the journal holds of the first message, byte for byte
-    await stored(gateway, client_id, WORKER + "new")
-    current = await row_of(db, client_id)
-    now = time.time_ns() // 1000
-    forged = [
-        # The old seal under a newer version and a new message id, as a replay would be.
-        ShareMessage.build(
-            message_id=uuid.uuid4().hex,
-            version=now,
-            identity=identity_of(client_id),
-            sealed=old["sealed"],
-        ),
-        # Its own message id kept, only the version raised.
-        ShareMessage.build(
-            message_id=old["message_id"],
-            version=now,
-            identity=identity_of(client_id),
-            sealed=old["sealed"],
-        ),
-    ]
+) -> Scene:
+    return Scene(gateway, worker, publisher, settings, db)
+
+
+async def refused_as_tampered(scene: Scene, client_id: str, forged: list[ShareMessage]) -> None:
+    """Publish forged messages straight to the live queue: each is dead-lettered `tampered` and
+    the stored row stays exactly as it was."""
+    before = await row_of(scene.db, client_id)
     for message in forged:
-        await publish_share(publisher, message)
-    await dead_lettered(worker, 2)
-    assert tuple(await row_of(db, client_id)) == tuple(current)
-    assert await shares_of(gateway, client_id) == [WORKER + "new"]
-    listed = await cli_json(settings, "dlq", "list")
-    assert listed["by_reason"] == {"tampered": 2}
+        await publish_share(scene.publisher, message)
+    await dead_lettered(scene.worker, len(forged))
+    assert tuple(await row_of(scene.db, client_id)) == tuple(before)
+    listed = await cli_json(scene.settings, "dlq", "list")
+    assert listed["by_reason"] == {"tampered": len(forged)}
     assert {m["message_id"] for m in listed["messages"]} == {m.message_id for m in forged}
 
 
+async def test_an_old_share_republished_as_new_is_dead_lettered_and_rolls_nothing_back(
+    scene: Scene,
+) -> None:
+    client_id = "cl-rollback"
+    await stored(scene.gateway, client_id, WORKER + "old")
+    # What the journal holds of the first message: its seal, byte for byte.
+    old = await row_of(scene.db, client_id)
+    await stored(scene.gateway, client_id, WORKER + "new")
+    now = time.time_ns() // 1000
+    forged = [
+        # The old seal under a newer version and a new message id, as a replay would be.
+        forge(client_id, old["sealed"], now),
+        # Its own message id kept, only the version raised.
+        forge(client_id, old["sealed"], now, old["message_id"]),
+    ]
+    await refused_as_tampered(scene, client_id, forged)
+    assert await shares_of(scene.gateway, client_id) == [WORKER + "new"]
+
+
 async def test_a_version_from_the_future_is_dead_lettered_and_later_backups_still_win(
-    gateway: Gateway,
-    worker: WorkerHandle,
-    publisher: Broker,
-    settings: Settings,
-    db: asyncpg.Connection,
+    scene: Scene,
 ) -> None:
     client_id = "cl-future"
-    await stored(gateway, client_id, WORKER + "1")
-    before = await row_of(db, client_id)
+    await stored(scene.gateway, client_id, WORKER + "1")
+    sealed = (await row_of(scene.db, client_id))["sealed"]
     identity = identity_of(client_id)
     # Sealed for 2^62 by someone holding the key (or a gateway whose clock is wild), and an old
     # seal merely claiming 2^62: both would silently drop every later backup if stored.
-    sealed_far = seal_message(settings, identity, (WORKER + "far").encode(), version=2**62)
-    claimed_far = ShareMessage.build(
-        message_id=uuid.uuid4().hex, version=2**62, identity=identity, sealed=before["sealed"]
-    )
-    for message in (sealed_far, claimed_far):
-        await publish_share(publisher, message)
-    await dead_lettered(worker, 2)
-    assert tuple(await row_of(db, client_id)) == tuple(before)
-    await stored(gateway, client_id, WORKER + "2")
-    assert await shares_of(gateway, client_id) == [WORKER + "2"]
-    assert (await row_of(db, client_id))["version"] < 2**62
-    listed = await cli_json(settings, "dlq", "list")
-    assert listed["by_reason"] == {"tampered": 2}
+    sealed_far = seal_message(scene.settings, identity, (WORKER + "far").encode(), version=2**62)
+    await refused_as_tampered(scene, client_id, [sealed_far, forge(client_id, sealed, 2**62)])
+    await stored(scene.gateway, client_id, WORKER + "2")
+    assert await shares_of(scene.gateway, client_id) == [WORKER + "2"]
+    assert (await row_of(scene.db, client_id))["version"] < 2**62
 
 
 async def test_a_damaged_row_answers_500_undecryptable_on_fetch_and_client_get(
@@ -208,12 +226,9 @@ async def test_legacy_seals_open_while_accepted_and_are_refused_once_turned_off(
 
     def legacy_message(client_id: str) -> ShareMessage:
         """Queued by a gateway before the upgrade: a legacy seal under key ka."""
-        identity = identity_of(client_id)
-        sealed = legacy_seal("ka", base64.b64decode(KEY_A), (WORKER + client_id).encode(), identity)
-        version = time.time_ns() // 1000
-        return ShareMessage.build(
-            message_id=uuid.uuid4().hex, version=version, identity=identity, sealed=sealed
-        )
+        share = (WORKER + client_id).encode()
+        sealed = legacy_seal("ka", base64.b64decode(KEY_A), share, identity_of(client_id))
+        return forge(client_id, sealed, time.time_ns() // 1000)
 
     worker = worker_factory(lenient)
     await publish_share(publisher, legacy_message("cl-legacy"))
