@@ -9,12 +9,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sharevault.broker import Broker, BrokerUnavailable, Deliveries, Delivery
+from sharevault.clock import ClockDiscipline
 from sharevault.crypto import Keyring
 from sharevault.db import SealedRow, Store
 from sharevault.messages import Envelope
 from sharevault.metrics import REPLAY_MESSAGES
 from sharevault.ops.times import to_micros
-from sharevault.worker.decode import latest_version, open_body
+from sharevault.worker.decode import open_body
 
 MARKER = "x-sharevault-marker"
 OFFSET = "x-stream-offset"
@@ -69,6 +70,9 @@ async def replay_journal(
     """Upsert every selected journal message from `since` up to now, in versioned batches."""
     end_offset, marker = await _mark_end(broker)
     summary = ReplaySummary()
+    # Versions from the future are judged by PostgreSQL's clock, as the worker does.
+    clock = ClockDiscipline(max_skew, interval=0, gateway=False)
+    await clock.check(store, timeout=5.0)
     rows: list[SealedRow] = []
     start: dict[str, Any] = {OFFSET: selection.since}
     async with broker.reader(broker.topology.journal, prefetch=PREFETCH, arguments=start) as it:
@@ -77,7 +81,7 @@ async def replay_journal(
             if not started:
                 progress.start(max(end_offset - _offset(delivery), 1))
                 started = True
-            for row in _rows(delivery, keyring, summary, max_skew):
+            for row in _rows(delivery, keyring, summary, clock.latest_version()):
                 if selection.selects(row):
                     rows.append(row)
                 else:
@@ -124,7 +128,7 @@ def _offset(delivery: Delivery) -> int:
 
 
 def _rows(
-    delivery: Delivery, keyring: Keyring, summary: ReplaySummary, max_skew: float
+    delivery: Delivery, keyring: Keyring, summary: ReplaySummary, latest: int
 ) -> list[SealedRow]:
     """The shares of one journal message (one, or a batch); counts what can never be stored
     (a forged one as well: sealed for another message, or a version from the future)."""
@@ -132,7 +136,7 @@ def _rows(
         delivery.body,
         keyring,
         content_type=delivery.content_type,
-        latest=latest_version(max_skew),
+        latest=latest,
     )
     rows = [share.row for share in decoded.shares]
     summary.read += len(rows) + len(decoded.unstorable)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from sharevault.broker import Broker
+from sharevault.clock import ClockDiscipline, VersionClock
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
 from sharevault.db import Store
 from sharevault.portal import PortalClient
 from sharevault.service.client_auth import ClientAuthenticator
-from sharevault.service.clock import ClockDiscipline, VersionClock
 from sharevault.service.commits import CommitWaiter
 from sharevault.service.publishing import Coalescer, Route
 

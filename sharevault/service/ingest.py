@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from sharevault import hops, otel
 from sharevault.broker import BrokerUnavailable
+from sharevault.clock import ClockDiscipline
 from sharevault.crypto import Identity
 from sharevault.db import TRANSIENT_ERRORS
 from sharevault.messages import ShareMessage, bearer_identity
@@ -33,7 +34,6 @@ from sharevault.service.appkeys import (
     WAITER,
 )
 from sharevault.service.bodies import Accepted
-from sharevault.service.clock import ClockDiscipline
 from sharevault.service.commits import CommitWaiter
 from sharevault.service.deadline import Deadline, timed_out
 from sharevault.service.errors import ApiError

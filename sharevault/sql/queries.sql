@@ -139,7 +139,7 @@ SELECT 1;
 
 -- name: clock
 -- The database's clock in µs since the epoch (clock_timestamp: now, not the transaction's start),
--- which each gateway compares its own with (service/clock.py).
+-- which gateways and workers compare their own with (clock.py).
 SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
 
 -- --- report-back outbox (client shares) -------------------------------------------------------

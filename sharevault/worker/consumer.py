@@ -11,12 +11,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from sharevault import hops
 from sharevault.broker import Broker, BrokerUnavailable, Consuming, Delivery, Lane, is_stale
+from sharevault.clock import ClockDiscipline
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
 from sharevault.db import Store
 from sharevault.messages import Envelope, deliveries_of, shares_in
 from sharevault.metrics import DEAD_LETTERS, WORKER_MESSAGES, WORKER_RETRIES
-from sharevault.worker.decode import Decoded, Flaw, Share, Unstorable, latest_version, open_body
+from sharevault.worker.decode import Decoded, Flaw, Share, Unstorable, open_body
 from sharevault.worker.inbox import DeliveryCounter, Inbox
 from sharevault.worker.retry import Reason, Retrier, settle
 from sharevault.worker.writing import Fate, Outcome, Writer
@@ -50,6 +51,11 @@ class ShareWorker:
             timeout=settings.publish_timeout,
         )
         self._deliveries = DeliveryCounter()
+        # PostgreSQL's time as this worker's clock tells it (open_worker keeps it compared): a
+        # version further ahead than MAX_CLOCK_SKEW is a forgery.
+        self.clock = ClockDiscipline(
+            settings.max_clock_skew, settings.clock_check_interval, gateway=False
+        )
         # Counters for logs, tests and (later) metrics.
         self.acked = 0
         self.applied = 0
@@ -184,7 +190,7 @@ class ShareWorker:
             content_type=delivery.content_type,
             message_id=delivery.message_id or "",
             headers=delivery.headers,
-            latest=latest_version(self._settings.max_clock_skew),
+            latest=self.clock.latest_version(),
         )
 
     async def _follow(self, envelope: Envelope, outcome: Outcome) -> bool:

@@ -6,7 +6,6 @@ others of its batch."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -76,11 +75,6 @@ class Decoded:
         else:
             body, message_id, content_type = share.body, share.message_id, share.content_type
         return one_of_batch(delivered, body, message_id, share.context, content_type)
-
-
-def latest_version(max_skew: float) -> int:
-    """The newest version (µs) a gateway's clock can have given by now, within `max_skew` s."""
-    return time.time_ns() // 1000 + int(max_skew * 1_000_000)
 
 
 def open_body(

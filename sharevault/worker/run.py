@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import start_http_server
 
+from sharevault.background import running
 from sharevault.config import Settings, mask_url
 from sharevault.db import Bounds, open_store, vacuuming_shares
 from sharevault.wiring import broker_of, keyring_of
@@ -37,7 +38,10 @@ async def open_worker(settings: Settings) -> AsyncIterator[ShareWorker]:
         broker_of(settings, name="sharevault-worker") as broker,
         running_outbox(settings, store, keyring),
     ):
-        yield ShareWorker(settings, store, broker, keyring)
+        worker = ShareWorker(settings, store, broker, keyring)
+        await worker.clock.check(store, settings.db_timeout)
+        async with running(worker.clock.watch(store, settings.db_timeout), "clock-watch"):
+            yield worker
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:

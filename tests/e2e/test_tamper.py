@@ -20,12 +20,12 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
 from sharevault.broker import Broker
+from sharevault.clock import VersionClock
 from sharevault.config import Settings
 from sharevault.crypto import Identity
 from sharevault.messages import ShareMessage
 from sharevault.service import create_app
 from sharevault.service.appkeys import BROKER, CLOCK
-from sharevault.service.clock import VersionClock
 from tests.support import FakePortal
 from tests.support.environment import KEY_A, secret_headers
 from tests.support.inprocess import WorkerHandle
@@ -280,11 +280,14 @@ async def test_a_gateway_whose_clock_is_off_turns_unready_and_refuses_writes_unt
     assert await shares_of(skewed, "cl-clock") == ["before"]
     assert await db.fetchval("SELECT count(*) FROM shares WHERE client_id = 'cl-clock'") == 1
 
-    offset[0] = 0.0  # time sync repaired: ready again at the next check
+    offset[0] = 0.0  # time sync repaired: ready again (the step is seen at once)
     await eventually(lambda: _ready(skewed))
-    assert REGISTRY.get_sample_value("sharevault_clock_skewed") == 0
+    await eventually(lambda: REGISTRY.get_sample_value("sharevault_clock_skewed") == 0)
     await stored(skewed, "cl-clock", "after")
     assert await shares_of(skewed, "cl-clock") == ["after"]
+    offset[0] = 1.0  # stepped ahead between two checks: refused at once
+    resp = await post(skewed, "cl-clock", "from-the-future")
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "clock_skew"
 
 
 async def _ready(gateway: Gateway) -> bool:
