@@ -87,7 +87,10 @@ async def purge_shares(ctx: Ctx) -> None:
 
 async def sharevault_drain(ctx: Ctx, count: int, identities: int) -> dict[str, Any]:
     """Publish `count` messages with no worker running, then start one and time the drain."""
-    version_base = time.time_ns() // 1000 + 10_000_000  # newer than anything stored before
+    # Newer than anything stored before (written earlier, by this host's clock), yet never ahead
+    # of it: a worker dead-letters (`tampered`) a version beyond now + MAX_CLOCK_SKEW. One µs per
+    # message: publishing them takes far longer than `count` µs.
+    version_base = time.time_ns() // 1000
     publisher = Service(
         f"backlog-publish-{count}",
         python(

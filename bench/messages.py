@@ -20,11 +20,12 @@ def backlog_identity(run_id: str, index: int, identities: int) -> Identity:
 
 def sealed_message(keyring: Keyring, identity: Identity, share: str, version: int) -> ShareMessage:
     """A message as the gateway builds it: sealed, bound to its identity, versioned."""
+    message_id = uuid.uuid4().hex
     return ShareMessage.build(
-        message_id=uuid.uuid4().hex,
+        message_id=message_id,
         version=version,
         identity=identity,
-        sealed=keyring.seal(share.encode(), identity),
+        sealed=keyring.seal(share.encode(), identity, version, message_id),
     )
 
 
@@ -34,7 +35,7 @@ class RawTemplate:
 
     def __init__(self, keyring: Keyring, shares: list[str]) -> None:
         probe = Identity("custodian", "x", "x", "x")
-        self.sealed = [keyring.seal(s.encode(), probe) for s in shares]
+        self.sealed = [keyring.seal(s.encode(), probe, 0, "probe") for s in shares]
 
     def body(self, identity: Identity, version: int, index: int) -> tuple[str, bytes]:
         message_id = uuid.uuid4().hex

@@ -143,6 +143,17 @@ class Settings(BaseSettings):
     # Failed authentications per source address, the same way (webhook secret, client bearer).
     auth_failure_burst: int = Field(default=20, ge=0, le=1_000_000)
     auth_failure_per_second: float = Field(default=1.0, gt=0, le=1_000_000)
+    # --- Tamper evidence and clock discipline (docs/operations.md, "Security") ---
+    # A gateway whose clock is further than this from PostgreSQL's turns unready and refuses
+    # writes (503 clock_skew); a worker dead-letters (`tampered`) a share whose version lies
+    # further than this in the future.
+    max_clock_skew: float = Field(default=0.5, gt=0, le=60)
+    # How often each gateway compares its clock with PostgreSQL's (and once at start).
+    clock_check_interval: float = Field(default=10.0, gt=0, le=3600)
+    # Open shares sealed before seals bound their version and message id. Turn off once the
+    # journal's retention has passed since the upgrade and `sharevault keys rotate` re-sealed
+    # every row: then a legacy-sealed message is dead-lettered `tampered`.
+    accept_legacy_seals: bool = True
     db_pool_size: int = Field(default=8, ge=1)
     # Every this many seconds the gateway hands the memory freed since back to the OS (glibc's
     # malloc_trim, sharevault/memory.py): after a burst its RSS returns to its steady level.

@@ -44,7 +44,18 @@ COMMIT_WAIT_SECONDS = Histogram(
     "sharevault_commit_wait_seconds", "Confirm until the worker's commit was seen", buckets=LATENCY
 )
 DECRYPT_FAILURES = Counter(
-    "sharevault_decrypt_failures", "Stored shares that failed to authenticate (never served)"
+    "sharevault_decrypt_failures",
+    "Stored shares that failed to authenticate: never served, answered 500 undecryptable",
+)
+CLOCK_OFFSET = Gauge(
+    "sharevault_clock_offset_seconds",
+    "This gateway's clock minus PostgreSQL's, as last measured (versions are its clock in µs)",
+    multiprocess_mode=LATEST,
+)
+CLOCK_SKEWED = Gauge(
+    "sharevault_clock_skewed",
+    "1 while this gateway's clock is beyond MAX_CLOCK_SKEW of PostgreSQL's: unready, writes 503",
+    multiprocess_mode="livemax",
 )
 DETOUR = Gauge(
     "sharevault_publish_detour",

@@ -1,10 +1,16 @@
-"""From settings to the broker link's options: shared by the composition roots (gateway app,
-worker, operator commands), so that the broker package never reads settings."""
+"""From settings to the broker link's options and the keyring: shared by the composition roots
+(gateway app, worker, operator commands), so that the broker package never reads settings."""
 
 from __future__ import annotations
 
 from sharevault.broker import Broker, QueueOptions
 from sharevault.config import Settings
+from sharevault.crypto import Keyring
+
+
+def keyring_of(settings: Settings) -> Keyring:
+    """The keyring of these settings: its keys, and whether legacy seals still open."""
+    return Keyring(settings.keyring, accept_legacy=settings.accept_legacy_seals)
 
 
 def queue_options(settings: Settings) -> QueueOptions:

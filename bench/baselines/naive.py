@@ -60,10 +60,11 @@ async def backup(request: web.Request) -> web.Response:
         return web.json_response({"error": {"code": "invalid_body"}}, status=422)
     keyring = request.app[KEYRING]
     identity = Identity("custodian", client, method, pair)
-    sealed = keyring.seal(share.encode(), identity)
     version = time.time_ns() // 1000
+    message_id = uuid.uuid4().hex
+    sealed = keyring.seal(share.encode(), identity, version, message_id)
     await request.app[POOL].execute(
-        UPSERT, client, method, pair, sealed, keyring.current_id, version, uuid.uuid4().hex
+        UPSERT, client, method, pair, sealed, keyring.current_tag, version, message_id
     )
     return web.json_response({"status": "committed"})
 
@@ -77,7 +78,7 @@ async def fetch(request: web.Request) -> web.Response:
     for row in await request.app[POOL].fetch(FETCH, client):
         identity = Identity("custodian", client, row["backup_method"], row["pair_id"])
         try:
-            shares.append(keyring.open(row["sealed"], identity).decode())
+            shares.append(keyring.unseal(row["sealed"], identity).plaintext.decode())
         except DecryptError:
             continue
     return web.json_response({"backupShares": shares})

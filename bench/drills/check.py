@@ -92,7 +92,7 @@ async def stored_shares(
     for r in await conn.fetch(SHARES, f"{prefix}-%"):
         key: Key = (r["kind"], r["client_id"], r["backup_method"], r["pair_id"])
         try:
-            text = keyring.open(r["sealed"], Identity(*key)).decode()
+            text = keyring.open(r["sealed"], Identity(*key), None, r["message_id"]).decode()
         except (DecryptError, UnicodeDecodeError):
             found[key] = Stored(None, r["message_id"], False)
             continue

@@ -92,14 +92,21 @@ def _print_uses(uses: list[KeyUse]) -> None:
             "current" if u.current else ("in keyring" if u.in_keyring else "NOT IN KEYRING"),
             u.shares,
             u.bearers,
+            u.legacy,
         ]
         for u in uses
     ]
-    click.echo(tabulate(rows, headers=["key id", "state", "shares", "outbox bearers"]))
-    old = [u for u in uses if u.in_keyring and not u.current and u.shares + u.bearers]
+    headers = ["key id", "state", "shares", "outbox bearers", "legacy seals"]
+    click.echo(tabulate(rows, headers=headers))
+    old = [
+        u for u in uses if u.in_keyring and (u.legacy or (not u.current and u.shares + u.bearers))
+    ]
     if old:
         ids = ", ".join(u.key_id for u in old)
-        click.echo(f"\nrows under {ids}: run `sharevault keys rotate` to re-seal them")
+        click.echo(
+            f"\nrows under {ids} (another key, or the legacy seal format): run"
+            " `sharevault keys rotate` to re-seal them"
+        )
 
 
 class _Bar:
@@ -148,7 +155,7 @@ def rotate_key(batch_size: int, dry_run: bool, as_json: bool) -> None:
 
     async def rotate_all() -> RotationSummary:
         async with open_store(settings.database_url.get_secret_value(), size=2) as store:
-            total = sum(not_current(await store.key_counts(), keyring.current_id))
+            total = sum(not_current(await store.key_counts(), keyring.current_tag))
             if total and not dry_run:
                 click.echo(
                     f"re-wrapping {total} row(s) under key {keyring.current_id!r}; every gateway "

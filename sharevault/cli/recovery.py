@@ -14,12 +14,11 @@ from typing import Any
 import click
 
 from sharevault.cli.common import TIME, run_or_exit, settings_or_exit
-from sharevault.crypto import Keyring
 from sharevault.db import open_store
 from sharevault.ops.dlq import Action, DeadLetter, Selection, Sweep, sweep
 from sharevault.ops.replay import ReplayRange, ReplaySummary, replay_journal
 from sharevault.ops.times import show
-from sharevault.wiring import broker_of
+from sharevault.wiring import broker_of, keyring_of
 
 
 def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -195,9 +194,14 @@ def replay(
             open_store(dsn, size=2) as store,
         ):
             selection = ReplayRange(since, until, client)
-            keyring = Keyring(settings.keyring)
             return await replay_journal(
-                broker, store, keyring, selection, bar, batch_size=batch_size
+                broker,
+                store,
+                keyring_of(settings),
+                selection,
+                bar,
+                batch_size=batch_size,
+                max_skew=settings.max_clock_skew,
             )
 
     try:

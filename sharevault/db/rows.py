@@ -94,11 +94,13 @@ def _stored(r: Record) -> StoredShare:
 
 @dataclass(frozen=True, slots=True)
 class SealedBearer:
-    """A pending report's bearer as stored (to re-wrap); `identity` is its share's."""
+    """A pending report's bearer as stored (to re-wrap); `identity` is its share's, and
+    `message_id` the message it came with (what its seal is bound to)."""
 
     id: int
     identity: Identity
     sealed: bytes = field(repr=False)
+    message_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

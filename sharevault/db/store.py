@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -67,6 +67,15 @@ class Store:
         async with asyncio.timeout(timeout), self.pool.acquire() as conn:
             await conn.fetchval(Q["ping"], timeout=timeout)
             self.node = node_of(conn)
+
+    async def clock_reading(
+        self, local_ns: Callable[[], int], timeout: float
+    ) -> tuple[int, int, int]:
+        """Local ns just before, PostgreSQL's clock_timestamp() in µs, local ns just after."""
+        async with asyncio.timeout(timeout), self.pool.acquire() as conn:
+            before = local_ns()
+            micros: int = await conn.fetchval(Q["clock"], timeout=timeout)
+            return before, micros, local_ns()
 
     async def upsert_batch(self, rows: Sequence[SealedRow]) -> set[str]:
         """Store a batch in one statement, wake waiters at commit; return the ids applied."""
@@ -225,6 +234,7 @@ class Store:
                 r["id"],
                 Identity("client", r["client_id"], r["backup_method"], r["pair_id"]),
                 r["bearer_sealed"],
+                r["message_id"],
             )
             for r in rows
         ]

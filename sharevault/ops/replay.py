@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sharevault.broker import Broker, BrokerUnavailable, Deliveries, Delivery
+from sharevault.clock import ClockDiscipline
 from sharevault.crypto import Keyring
 from sharevault.db import SealedRow, Store
 from sharevault.messages import Envelope
@@ -64,10 +65,14 @@ async def replay_journal(
     progress: Progress,
     *,
     batch_size: int = 500,
+    max_skew: float = 0.5,
 ) -> ReplaySummary:
     """Upsert every selected journal message from `since` up to now, in versioned batches."""
     end_offset, marker = await _mark_end(broker)
     summary = ReplaySummary()
+    # Versions from the future are judged by PostgreSQL's clock, as the worker does.
+    clock = ClockDiscipline(max_skew, interval=0, gateway=False)
+    await clock.check(store, timeout=5.0)
     rows: list[SealedRow] = []
     start: dict[str, Any] = {OFFSET: selection.since}
     async with broker.reader(broker.topology.journal, prefetch=PREFETCH, arguments=start) as it:
@@ -76,7 +81,7 @@ async def replay_journal(
             if not started:
                 progress.start(max(end_offset - _offset(delivery), 1))
                 started = True
-            for row in _rows(delivery, keyring, summary):
+            for row in _rows(delivery, keyring, summary, clock.latest_version()):
                 if selection.selects(row):
                     rows.append(row)
                 else:
@@ -122,9 +127,17 @@ def _offset(delivery: Delivery) -> int:
     return int(value)
 
 
-def _rows(delivery: Delivery, keyring: Keyring, summary: ReplaySummary) -> list[SealedRow]:
-    """The shares of one journal message (one, or a batch); counts what can never be stored."""
-    decoded = open_body(delivery.body, keyring, content_type=delivery.content_type)
+def _rows(
+    delivery: Delivery, keyring: Keyring, summary: ReplaySummary, latest: int
+) -> list[SealedRow]:
+    """The shares of one journal message (one, or a batch); counts what can never be stored
+    (a forged one as well: sealed for another message, or a version from the future)."""
+    decoded = open_body(
+        delivery.body,
+        keyring,
+        content_type=delivery.content_type,
+        latest=latest,
+    )
     rows = [share.row for share in decoded.shares]
     summary.read += len(rows) + len(decoded.unstorable)
     if decoded.unstorable:

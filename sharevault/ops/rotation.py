@@ -1,5 +1,9 @@
-"""Key rotation: re-seal every stored share and pending outbox bearer under the current key, online,
-in short batches that never overwrite a newer write; an interrupted run resumes where it stopped."""
+"""Key rotation: re-seal every stored share and pending outbox bearer under the current key and in
+the current format (bound to its version and message id), online, in short batches that never
+overwrite a newer write; an interrupted run resumes where it stopped.
+
+Rows are told apart by their key id column, the tag of what sealed them: `v2:<kid>` for the
+current format, `<kid>` for a legacy seal; what is not the keyring's `current_tag` is re-sealed."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
-from sharevault.crypto import DecryptError, Identity, Keyring
+from sharevault.crypto import DecryptError, Identity, Keyring, key_name
 from sharevault.messages import bearer_identity
 
 if TYPE_CHECKING:
@@ -62,13 +66,15 @@ class RotationSummary:
 
 @dataclass(frozen=True)
 class KeyUse:
-    """How many rows one key id protects, and whether this keyring can open them."""
+    """How many rows one key id protects (of them `legacy` in the legacy format, binding no
+    version or message id), and whether this keyring can open them."""
 
     key_id: str
     shares: int
     bearers: int
     in_keyring: bool
     current: bool
+    legacy: int = 0
 
 
 def not_current(counts: dict[str, dict[str, int]], current: str) -> tuple[int, int]:
@@ -80,15 +86,22 @@ def not_current(counts: dict[str, dict[str, int]], current: str) -> tuple[int, i
 
 def key_uses(counts: dict[str, dict[str, int]], keyring: Keyring) -> list[KeyUse]:
     """The keyring's ids (current first), then ids found in rows but missing from the keyring."""
-    found = set(counts["shares"]) | set(counts["outbox"])
-    strangers = sorted(found - set(keyring.key_ids))
+    by_key: dict[str, dict[str, int]] = {}
+    for table in ("shares", "outbox"):
+        for tag, n in counts[table].items():
+            use = by_key.setdefault(key_name(tag), {"shares": 0, "outbox": 0, "legacy": 0})
+            use[table] += n
+            use["legacy"] += n if tag == key_name(tag) else 0
+    strangers = sorted(set(by_key) - set(keyring.key_ids))
+    none = {"shares": 0, "outbox": 0, "legacy": 0}
     return [
         KeyUse(
             kid,
-            counts["shares"].get(kid, 0),
-            counts["outbox"].get(kid, 0),
+            by_key.get(kid, none)["shares"],
+            by_key.get(kid, none)["outbox"],
             kid in keyring.key_ids,
             kid == keyring.current_id,
+            by_key.get(kid, none)["legacy"],
         )
         for kid in [*keyring.key_ids, *strangers]
     ]
@@ -105,8 +118,8 @@ async def rotate(
 ) -> RotationSummary:
     """Re-seal everything not under the keyring's current key; returns what it did."""
     progress = progress or NoProgress()
-    current = keyring.current_id
-    summary = RotationSummary(current, dry_run=dry_run)
+    current = keyring.current_tag
+    summary = RotationSummary(keyring.current_id, dry_run=dry_run)
     summary.to_rewrap_shares, summary.to_rewrap_bearers = not_current(
         await store.key_counts(), current
     )
@@ -128,17 +141,21 @@ async def _shares_pass(
 ) -> None:
     after: Identity | None = None
     while True:
-        page, after = await store.shares_to_rewrap(keyring.current_id, after, batch_size)
+        page, after = await store.shares_to_rewrap(keyring.current_tag, after, batch_size)
         if after is None:
             return
         resealed: list[SealedRow] = []
         for row in page:
             try:
-                plain = keyring.open(row.sealed, row.identity)
+                # Legacy seals open here whatever ACCEPT_LEGACY_SEALS says: this is their way out.
+                plain = keyring.open(
+                    row.sealed, row.identity, row.version, row.message_id, legacy=True
+                )
             except DecryptError:
                 summary.unreadable_shares.add(row.identity)
                 continue
-            resealed.append(replace(row, sealed=keyring.seal(plain, row.identity)))
+            sealed = keyring.seal(plain, row.identity, row.version, row.message_id)
+            resealed.append(replace(row, sealed=sealed))
         if summary.dry_run:
             summary.shares += len(resealed)
         elif resealed:
@@ -152,17 +169,22 @@ async def _bearers_pass(
     store: Store, keyring: Keyring, summary: RotationSummary, batch_size: int, progress: Progress
 ) -> None:
     after = 0
-    while page := await store.bearers_to_rewrap(keyring.current_id, after, batch_size):
+    while page := await store.bearers_to_rewrap(keyring.current_tag, after, batch_size):
         after = page[-1].id
         resealed: list[tuple[SealedBearer, bytes]] = []
         for row in page:
             bound = bearer_identity(row.identity)
             try:
-                plain = keyring.open(row.sealed, bound)
+                opened = keyring.unseal(row.sealed, bound, legacy=True)
+                if opened.message_id not in (None, row.message_id):
+                    raise DecryptError("sealed for another message")
             except DecryptError:
                 summary.unreadable_bearers.add(row.id)
                 continue
-            resealed.append((row, keyring.seal(plain, bound)))
+            # The outbox keeps no version: a legacy bearer is bound to its message id and 0.
+            version = opened.version or 0
+            sealed = keyring.seal(opened.plaintext, bound, version, row.message_id)
+            resealed.append((row, sealed))
         if summary.dry_run:
             summary.bearers += len(resealed)
         elif resealed:

@@ -44,10 +44,11 @@ async def gather_stats(settings: Settings) -> dict[str, Any]:
 
 
 def current_key(settings: Settings) -> str | None:
-    """The id of the key new shares are sealed with; None where this host has no keyring."""
+    """The tag (key id column, `v2:<kid>`) new shares are sealed with; None where this host has
+    no keyring."""
     if settings.encryption_keys is None:
         return None
-    return Keyring(settings.keyring).current_id
+    return Keyring(settings.keyring).current_tag
 
 
 async def _database_stats(settings: Settings) -> dict[str, Any]:

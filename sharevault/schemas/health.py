@@ -18,15 +18,15 @@ class HealthAnswer(BaseModel):
 class ReadyAnswer(BaseModel):
     """`GET /readyz`, 200 (ready) and 503 (unavailable) alike.
 
-    Tolerant by design: a field added later (e.g. a clock check) is published as allowed.
+    Tolerant by design: a field added later is published as allowed.
     """
 
     model_config = ConfigDict(extra="allow")
 
     status: Literal["ready", "unavailable"]
     checks: dict[str, Check] = Field(
-        description="Each dependency (broker, database, …): ok or down",
-        examples=[{"broker": "ok", "database": "ok"}],
+        description="Each dependency (broker, database, clock, …): ok or down",
+        examples=[{"broker": "ok", "database": "ok", "clock": "ok"}],
     )
     nodes: dict[str, str | None] = Field(
         default_factory=dict,
@@ -34,4 +34,9 @@ class ReadyAnswer(BaseModel):
     )
     down: dict[str, str] | None = Field(
         default=None, description="Only when unavailable: what is wrong with each down dependency"
+    )
+    clock_offset_seconds: float | None = Field(
+        default=None,
+        description="This gateway's clock minus PostgreSQL's, as last measured (null: not yet);"
+        " beyond MAX_CLOCK_SKEW the `clock` check is down (`clock_skew`) and writes answer 503",
     )

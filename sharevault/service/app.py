@@ -8,8 +8,8 @@ from aiohttp import web
 
 from sharevault import hops, memory
 from sharevault.background import running
+from sharevault.clock import ClockDiscipline, VersionClock
 from sharevault.config import Settings
-from sharevault.crypto import Keyring
 from sharevault.db import Bounds, CommitListener, open_store
 from sharevault.portal import PortalClient
 from sharevault.service import client_shares, docs, health, monitoring, openapi, webhooks
@@ -17,6 +17,7 @@ from sharevault.service.appkeys import (
     BROKER,
     CLIENT_AUTH,
     CLOCK,
+    DISCIPLINE,
     KEYRING,
     PORTAL,
     ROUTE,
@@ -26,14 +27,13 @@ from sharevault.service.appkeys import (
     WAITER,
 )
 from sharevault.service.client_auth import PortalBearerAuthenticator
-from sharevault.service.clock import VersionClock
 from sharevault.service.commits import CommitWaiter
 from sharevault.service.edge import IN_FLIGHT, InFlight
 from sharevault.service.middleware import gateway_middleware
 from sharevault.service.monitoring import queue_gauges
 from sharevault.service.publishing import CLOSE_WAIT, Coalescer, Coalescing, Route
 from sharevault.service.ratelimit import RATE_LIMITS, RateLimits
-from sharevault.wiring import broker_of
+from sharevault.wiring import broker_of, keyring_of
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -59,6 +59,17 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             connect_timeout=max(settings.db_timeout, 5.0),
         ):
             yield
+
+
+async def _clock(app: web.Application) -> AsyncIterator[None]:
+    """Compare this gateway's clock with PostgreSQL's before serving, then every interval."""
+    settings, discipline = app[SETTINGS], app[DISCIPLINE]
+    # The clock versions come from (a test may have put its own in place before start-up).
+    discipline.source = app[CLOCK].source
+    await discipline.check(app[STORE], settings.db_timeout)
+    watch = discipline.watch(app[STORE], settings.db_timeout)
+    async with running(watch, "clock-watch"):
+        yield
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
@@ -111,11 +122,12 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[KEYRING] = Keyring(settings.keyring)
+    app[KEYRING] = keyring_of(settings)
     app[CLOCK] = VersionClock()
+    app[DISCIPLINE] = ClockDiscipline(settings.max_clock_skew, settings.clock_check_interval)
     app[IN_FLIGHT] = InFlight(settings.max_in_flight)
     app[RATE_LIMITS] = RateLimits(settings)
-    app.cleanup_ctx.extend([_database, _broker, _portal, queue_gauges, _memory])
+    app.cleanup_ctx.extend([_database, _clock, _broker, _portal, queue_gauges, _memory])
     health.add_routes(app)
     webhooks.add_routes(app, settings.webhook_root)
     client_shares.add_routes(app, settings.client_root)

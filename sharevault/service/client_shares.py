@@ -122,9 +122,9 @@ async def get_backup(request: web.Request) -> web.Response:
         )
     except TimeoutError:
         raise timed_out("the database") from None
-    text = None if stored is None else open_stored(request.app[KEYRING], CLIENT, client_id, stored)
-    if text is None:
+    if stored is None:
         raise ApiError(404, "not_found", "no client backup share matches")
+    text = open_stored(request.app[KEYRING], CLIENT, client_id, stored)
     return json_answer(ClientBackupAnswer(cipherText=text))
 
 

@@ -1,11 +1,12 @@
-"""`/healthz` (the process answers) and `/readyz` (broker and database reachable)."""
+"""`/healthz` (the process answers) and `/readyz` (broker and database reachable, and this
+gateway's clock within MAX_CLOCK_SKEW of PostgreSQL's)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from sharevault.db import TRANSIENT_ERRORS
-from sharevault.service.appkeys import BROKER, STORE
+from sharevault.service.appkeys import BROKER, DISCIPLINE, STORE
 
 READY_DB_TIMEOUT = 1.0
 
@@ -25,8 +26,13 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[STORE].ping(timeout=READY_DB_TIMEOUT)
     except TRANSIENT_ERRORS as exc:
         down["database"] = f"unreachable ({type(exc).__name__})"
-    checks = {name: "down" if name in down else "ok" for name in ("broker", "database")}
+    discipline = request.app[DISCIPLINE]
+    skew = discipline.problem()
+    if skew is not None:
+        down["clock"] = skew
+    checks = {name: "down" if name in down else "ok" for name in ("broker", "database", "clock")}
     body: dict[str, object] = {"status": "unavailable" if down else "ready", "checks": checks}
+    body["clock_offset_seconds"] = discipline.offset
     # Which node each link is on (host:port, a cluster's member), while it is up.
     database = None if "database" in down else request.app[STORE].node
     body["nodes"] = {"broker": request.app[BROKER].node, "database": database}

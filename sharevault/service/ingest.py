@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from sharevault import hops, otel
 from sharevault.broker import BrokerUnavailable
+from sharevault.clock import ClockDiscipline
 from sharevault.crypto import Identity
 from sharevault.db import TRANSIENT_ERRORS
 from sharevault.messages import ShareMessage, bearer_identity
@@ -23,7 +24,15 @@ from sharevault.metrics import (
     PUBLISH_FAILURES,
     PUBLISH_SECONDS,
 )
-from sharevault.service.appkeys import CLOCK, KEYRING, SETTINGS, SHARES, STORE, WAITER
+from sharevault.service.appkeys import (
+    CLOCK,
+    DISCIPLINE,
+    KEYRING,
+    SETTINGS,
+    SHARES,
+    STORE,
+    WAITER,
+)
 from sharevault.service.bodies import Accepted
 from sharevault.service.commits import CommitWaiter
 from sharevault.service.deadline import Deadline, timed_out
@@ -65,6 +74,18 @@ async def check_method_room(request: web.Request, identity: Identity, deadline: 
         )
 
 
+def refuse_if_skewed(discipline: ClockDiscipline) -> None:
+    """503 `clock_skew` while this gateway's clock is beyond MAX_CLOCK_SKEW of PostgreSQL's: a
+    version from it could lose a newer write or outvote later ones (reads go on)."""
+    if discipline.skewed:
+        raise ApiError(
+            503,
+            "clock_skew",
+            "this gateway's clock is off beyond MAX_CLOCK_SKEW; retry, another gateway may take it",
+            headers={"Retry-After": discipline.retry_after},
+        )
+
+
 async def accept_share(
     request: web.Request,
     identity: Identity,
@@ -81,16 +102,18 @@ async def accept_share(
         hops.mark()
     app = request.app
     settings, waiter, keyring = app[SETTINGS], app[WAITER], app[KEYRING]
+    refuse_if_skewed(app[DISCIPLINE])
     await check_method_room(request, identity, deadline)
     publish_timeout = deadline.remaining(settings.publish_timeout)
     if publish_timeout <= 0:
         raise timed_out("the queue")
-    sealed_bearer = None
-    if report_api is not None and bearer is not None:
-        sealed_bearer = keyring.seal(bearer.get_secret_value().encode(), bearer_identity(identity))
     # 32 hex digits, as uuid4().hex gave, at a fifth of its cost.
     message_id = os.urandom(16).hex()
     version = app[CLOCK].next()
+    sealed_bearer = None
+    if report_api is not None and bearer is not None:
+        secret = bearer.get_secret_value().encode()
+        sealed_bearer = keyring.seal(secret, bearer_identity(identity), version, message_id)
     waiter.expect(message_id, identity, version)
     try:
         started = time.perf_counter()
@@ -110,7 +133,7 @@ async def accept_share(
                     message_id=message_id,
                     version=version,
                     identity=identity,
-                    sealed=keyring.seal(share, identity),
+                    sealed=keyring.seal(share, identity, version, message_id),
                     report_api=None if sealed_bearer is None else report_api,
                     bearer_sealed=sealed_bearer,
                     context=otel.inject(context) if traced else context,

@@ -34,9 +34,16 @@ ERRORS = {
     "415": "Content-Type is not application/json",
     "422": "Body or query breaks the schema",
     "429": "Too many requests for this client or caller; retry after Retry-After seconds",
+    "500": "A stored share does not authenticate (undecryptable): it is never served, nor"
+    " passed off as absent; operators are alerted",
     "503": "Broker or database unavailable, REQUEST_BUDGET spent, or the gateway at its"
     " MAX_CONNECTIONS / MAX_IN_FLIGHT (overloaded); retry after Retry-After",
 }
+# A write also meets a gateway whose clock is off: its versions would be untrustworthy.
+WRITE_503 = (
+    f"{ERRORS['503']}; or this gateway's clock is beyond MAX_CLOCK_SKEW of PostgreSQL's"
+    " (clock_skew)"
+)
 # Answers that say when to come back.
 RETRY_AFTER = ("429", "503")
 TAGS = [
@@ -146,6 +153,7 @@ def webhook_operations(root: str) -> list[Operation]:
             answer=AcceptedAnswer,
             security="webhookSecret",
             errors=(*write_errors, "409"),
+            extra={"503": WRITE_503},
             request_examples={"gdrive": {"value": ex.WEBHOOK_BACKUP}},
             answer_example=ex.ACCEPTED,
         ),
@@ -158,7 +166,7 @@ def webhook_operations(root: str) -> list[Operation]:
             body=WebhookFetch,
             answer=WebhookFetchAnswer,
             security="webhookSecret",
-            errors=write_errors,
+            errors=(*write_errors, "500"),
             request_examples={"fetch": {"value": ex.WEBHOOK_FETCH}},
             answer_example=ex.FETCH_ANSWER,
         ),
@@ -189,6 +197,7 @@ def client_operations(root: str) -> list[Operation]:
             answer=AcceptedAnswer,
             security="portalBearer",
             errors=("400", "401", "403", "408", "409", "413", "415", "422", "429", "503"),
+            extra={"503": WRITE_503},
             parameters=[client_id],
             request_examples=ex.CLIENT_BACKUPS,
             answer_example=ex.ACCEPTED,
@@ -201,7 +210,7 @@ def client_operations(root: str) -> list[Operation]:
             "client",
             answer=ClientBackupAnswer,
             security="portalBearer",
-            errors=("401", "403", "404", "422", "429", "503"),
+            errors=("401", "403", "404", "422", "429", "500", "503"),
             parameters=[client_id, *query],
             extra={"422": "A query parameter breaks the schema"},
             answer_example=ex.CLIENT_ANSWER,
@@ -223,7 +232,7 @@ def health_operations() -> list[Operation]:
         Operation(
             "get",
             "/readyz",
-            "Broker and database reachable",
+            "Broker and database reachable, clock within MAX_CLOCK_SKEW of PostgreSQL's",
             "readyz",
             "health",
             answer=ReadyAnswer,

@@ -45,16 +45,20 @@ CLIENT_ANSWER = {"cipherText": CIPHER_TEXT}
 HEALTH = {"status": "ok"}
 READY = {
     "status": "ready",
-    "checks": {"broker": "ok", "database": "ok"},
+    "checks": {"broker": "ok", "database": "ok", "clock": "ok"},
     "nodes": {"broker": "rabbitmq-1:5672"},
+    "clock_offset_seconds": 0.002,
 }
 UNAVAILABLE = {
     "status": "unavailable",
-    "checks": {"broker": "down", "database": "ok"},
+    "checks": {"broker": "down", "database": "ok", "clock": "down"},
     "nodes": {"broker": None},
     "down": {
-        "broker": "not connected for 3.2s (connection lost: ConnectionRefusedError); reconnecting"
+        "broker": "not connected for 3.2s (connection lost: ConnectionRefusedError); reconnecting",
+        "clock": "clock_skew: this gateway's clock is +0.742s (±0.001s) off PostgreSQL's, beyond"
+        " MAX_CLOCK_SKEW 0.5s",
     },
+    "clock_offset_seconds": 0.742,
 }
 
 # The error code each status usually carries (the body is always {"error": {"code", "message"}}).
@@ -69,6 +73,7 @@ ERROR_CODES = {
     "415": ("unsupported_media_type", "Content-Type must be application/json"),
     "422": ("invalid_body", "clientId: String should have at least 1 character"),
     "429": ("too_many_requests", "too many requests for this client; retry after Retry-After"),
+    "500": ("undecryptable", "a stored share failed to authenticate and is not served"),
     "503": ("broker_unavailable", "the queue did not confirm; retry shortly"),
 }
 

@@ -47,11 +47,7 @@ async def backup_fetch(request: web.Request) -> web.Response:
         )
     except TimeoutError:
         raise timed_out("the database") from None
-    shares: list[str] = []
-    for stored in found:
-        text = open_stored(keyring, CUSTODIAN, body.client_id, stored)
-        if text is not None:
-            shares.append(text)
+    shares = [open_stored(keyring, CUSTODIAN, body.client_id, stored) for stored in found]
     answer: dict[str, object] = {"backupShares": shares}
     if shares:
         answer["backupShare"] = shares[0]

@@ -137,6 +137,11 @@ FROM shares WHERE kind = $1 AND client_id = $2;
 -- Readiness: the database answers.
 SELECT 1;
 
+-- name: clock
+-- The database's clock in µs since the epoch (clock_timestamp: now, not the transaction's start),
+-- which gateways and workers compare their own with (clock.py).
+SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+
 -- --- report-back outbox (client shares) -------------------------------------------------------
 
 -- name: outbox_claim
@@ -234,7 +239,7 @@ RETURNING s.message_id;
 
 -- name: outbox_to_rewrap
 -- The next page (keyset on id) of pending bearers sealed under another key than $1.
-SELECT id, client_id, backup_method, pair_id, bearer_sealed FROM outbox
+SELECT id, message_id, client_id, backup_method, pair_id, bearer_sealed FROM outbox
 WHERE bearer_sealed IS NOT NULL AND key_id IS DISTINCT FROM $1 AND id > $2
 ORDER BY id
 LIMIT $3;

@@ -11,6 +11,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from sharevault import hops
 from sharevault.broker import Broker, BrokerUnavailable, Consuming, Delivery, Lane, is_stale
+from sharevault.clock import ClockDiscipline
 from sharevault.config import Settings
 from sharevault.crypto import Keyring
 from sharevault.db import Store
@@ -22,6 +23,12 @@ from sharevault.worker.retry import Reason, Retrier, settle
 from sharevault.worker.writing import Fate, Outcome, Writer
 
 log = logging.getLogger(__name__)
+
+FLAW_REASONS = {
+    Flaw.INVALID: Reason.INVALID,
+    Flaw.UNDECRYPTABLE: Reason.UNDECRYPTABLE,
+    Flaw.TAMPERED: Reason.TAMPERED,
+}
 
 # Pauses between attempts to consume again after the broker went away: jittered, up to this.
 RECONNECT_MAX = 5.0
@@ -44,6 +51,11 @@ class ShareWorker:
             timeout=settings.publish_timeout,
         )
         self._deliveries = DeliveryCounter()
+        # PostgreSQL's time as this worker's clock tells it (open_worker keeps it compared): a
+        # version further ahead than MAX_CLOCK_SKEW is a forgery.
+        self.clock = ClockDiscipline(
+            settings.max_clock_skew, settings.clock_check_interval, gateway=False
+        )
         # Counters for logs, tests and (later) metrics.
         self.acked = 0
         self.applied = 0
@@ -156,7 +168,7 @@ class ShareWorker:
             decoded = self._decode(delivery)
             deliveries.append((delivery, decoded))
             for unstorable in decoded.unstorable:
-                reason = Reason.INVALID if unstorable.flaw is Flaw.INVALID else Reason.UNDECRYPTABLE
+                reason = FLAW_REASONS[unstorable.flaw]
                 if not await self._dead_letter(_envelope(delivery, decoded, unstorable), reason):
                     give_back.add(id(delivery))
         in_hand = [(d, decoded, share) for d, decoded in deliveries for share in decoded.shares]
@@ -178,6 +190,7 @@ class ShareWorker:
             content_type=delivery.content_type,
             message_id=delivery.message_id or "",
             headers=delivery.headers,
+            latest=self.clock.latest_version(),
         )
 
     async def _follow(self, envelope: Envelope, outcome: Outcome) -> bool:

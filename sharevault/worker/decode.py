@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sharevault.crypto import DecryptError, Keyring
+from sharevault.crypto import DecryptError, Keyring, TamperedError
 from sharevault.db import SealedRow
 from sharevault.logs import new_request_id
 from sharevault.messages import (
@@ -30,6 +30,9 @@ class Flaw(Enum):
 
     INVALID = "invalid"
     UNDECRYPTABLE = "undecryptable"
+    # Sealed for another version or message id than it claims, a legacy seal no longer
+    # accepted, or a version further ahead of our clock than MAX_CLOCK_SKEW.
+    TAMPERED = "tampered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +84,14 @@ def open_body(
     content_type: str | None = None,
     message_id: str = "",
     headers: Mapping[str, Any] | None = None,
+    latest: int | None = None,
 ) -> Decoded:
-    """Every share of a message: those to store, and those (or the whole message) to park."""
+    """Every share of a message: those to store, and those (or the whole message) to park.
+    `latest`: the newest version believable now (µs); a share claiming a later one is tampered."""
     carried = context_of(headers)
     batch, items = parse_body(body, content_type, message_id)
     whole = None if batch else (body, content_type)
-    opened = [_open(item, keyring, carried, whole) for item in items]
+    opened = [_open(item, keyring, carried, whole, latest) for item in items]
     return Decoded(
         [s for s in opened if isinstance(s, Share)],
         [s for s in opened if isinstance(s, Unstorable)],
@@ -99,6 +104,7 @@ def _open(
     keyring: Keyring,
     carried: dict[str, str],
     whole: tuple[bytes, str | None] | None,
+    latest: int | None,
 ) -> Share | Unstorable:
     """`whole`: the body and content type of a message that carries this share alone."""
     if isinstance(item, Invalid):
@@ -107,18 +113,21 @@ def _open(
         )
     message = item
     context = message.context or carried
-    try:
-        # Refuse to store what we could never serve back.
-        keyring.open(message.sealed, message.identity)
-    except DecryptError:
+    flaw = Flaw.TAMPERED if latest is not None and message.version > latest else None
+    if flaw is None:
+        try:
+            # Refuse to store what we could never serve back, or what was sealed for another
+            # message (a share re-published under a new version rolls nothing back).
+            keyring.open(message.sealed, message.identity, message.version, message.message_id)
+        except TamperedError:
+            flaw = Flaw.TAMPERED
+        except DecryptError:
+            flaw = Flaw.UNDECRYPTABLE
+    if flaw is not None:
         if whole is not None:
             body, content_type = whole
-            return Unstorable(
-                body, message.message_id, context, Flaw.UNDECRYPTABLE, content_type, whole=True
-            )
-        return Unstorable(
-            message.encode(), message.message_id, context, Flaw.UNDECRYPTABLE, SINGLE_CONTENT_TYPE
-        )
+            return Unstorable(body, message.message_id, context, flaw, content_type, whole=True)
+        return Unstorable(message.encode(), message.message_id, context, flaw, SINGLE_CONTENT_TYPE)
     row = SealedRow(
         message.identity,
         message.sealed,

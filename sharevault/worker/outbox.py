@@ -160,7 +160,10 @@ class OutboxSender:
     def _open_bearer(self, row: OutboxRow) -> str:
         if row.bearer_sealed is None:
             raise DecryptError("no bearer")
-        return self._keyring.open(row.bearer_sealed, bearer_identity(row.identity)).decode()
+        # Bound to its message: a bearer copied into another message does not open. (The
+        # outbox keeps no version: the message id alone is checked.)
+        bound = bearer_identity(row.identity)
+        return self._keyring.open(row.bearer_sealed, bound, None, row.message_id).decode()
 
     def _later(self, row: OutboxRow, exc: PortalUnavailable) -> OutboxOutcome:
         """Reschedule: Portal's Retry-After when it gave one, else backoff; or give up."""

@@ -27,6 +27,7 @@ class Reason(StrEnum):
 
     INVALID = "invalid_message"
     UNDECRYPTABLE = "undecryptable"
+    TAMPERED = "tampered"
     REJECTED = "rejected_by_database"
     DATABASE_ERROR = "database_error"
     DATABASE_BUSY = "database_busy"

@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import start_http_server
 
+from sharevault.background import running
 from sharevault.config import Settings, mask_url
-from sharevault.crypto import Keyring
 from sharevault.db import Bounds, open_store, vacuuming_shares
-from sharevault.wiring import broker_of
+from sharevault.wiring import broker_of, keyring_of
 from sharevault.worker.consumer import ShareWorker
 from sharevault.worker.outbox import running_outbox
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 async def open_worker(settings: Settings) -> AsyncIterator[ShareWorker]:
     """A worker with its own pool and broker connection, closed with the block."""
     log.info("worker starting: database %s", mask_url(settings.database_url))
-    keyring = Keyring(settings.keyring)
+    keyring = keyring_of(settings)
     # Connections: the consumer's batches, the outbox sender (held while Portal answers), a
     # vacuum where autovacuum is off (held while it runs), and one to spare.
     async with (
@@ -38,7 +38,10 @@ async def open_worker(settings: Settings) -> AsyncIterator[ShareWorker]:
         broker_of(settings, name="sharevault-worker") as broker,
         running_outbox(settings, store, keyring),
     ):
-        yield ShareWorker(settings, store, broker, keyring)
+        worker = ShareWorker(settings, store, broker, keyring)
+        await worker.clock.check(store, settings.db_timeout)
+        async with running(worker.clock.watch(store, settings.db_timeout), "clock-watch"):
+            yield worker
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -26,14 +26,15 @@ def acked(ledger: Ledger, key: Key, *seqs: int) -> None:
 
 
 async def store(db: asyncpg.Connection, key: Key, seq: int, message_id: str | None = None) -> None:
-    sealed = KEYRING.seal(share_text(key, seq, SIZE).encode(), Identity(*key))
+    message_id = message_id or f"{key[1]}-m{seq}"
+    sealed = KEYRING.seal(share_text(key, seq, SIZE).encode(), Identity(*key), seq, message_id)
     await db.execute(
         "INSERT INTO shares (kind, client_id, backup_method, pair_id, sealed, key_id, version,"
-        " message_id) VALUES ($1, $2, $3, $4, $5, 'ka', $6, $7)",
+        " message_id) VALUES ($1, $2, $3, $4, $5, 'v2:ka', $6, $7)",
         *key,
         sealed,
         seq,
-        message_id or f"{key[1]}-m{seq}",
+        message_id,
     )
 
 

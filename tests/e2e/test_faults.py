@@ -171,7 +171,7 @@ async def test_readyz_and_503_when_broker_or_database_is_down(
 ) -> None:
     ok = await gateway.get("/readyz")
     assert ok.status == 200
-    assert (await ok.json())["checks"] == {"broker": "ok", "database": "ok"}
+    assert (await ok.json())["checks"] == {"broker": "ok", "database": "ok", "clock": "ok"}
     assert (await gateway.get("/healthz")).status == 200
 
     no_broker = await aiohttp_client(

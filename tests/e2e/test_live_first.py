@@ -53,11 +53,12 @@ async def publish_backlog(settings: Settings, count: int, prefix: str) -> float:
         async def one(n: int) -> None:
             async with in_flight:
                 identity = Identity("custodian", f"{prefix}-{n}", "GDRIVE", "")
+                message_id, version = f"{prefix}{n:08d}", time.time_ns() // 1000
                 message = ShareMessage.build(
-                    message_id=f"{prefix}{n:08d}",
-                    version=time.time_ns() // 1000,
+                    message_id=message_id,
+                    version=version,
                     identity=identity,
-                    sealed=keyring.seal(SHARE.encode(), identity),
+                    sealed=keyring.seal(SHARE.encode(), identity, version, message_id),
                 )
                 await publish_share(broker, message, timeout=30)
 

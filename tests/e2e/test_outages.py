@@ -174,7 +174,7 @@ async def test_database_stop_and_start_under_load_holds_then_resumes(
         await load.until(lambda: load.answers["committed"] >= 20)
         pg_cluster.stop("immediate")  # like a crash: recovery at the next start
         _status, body = await eventually(lambda: _unready(gateway, "database"))
-        assert body["checks"] == {"broker": "ok", "database": "down"}
+        assert body["checks"] == {"broker": "ok", "database": "down", "clock": "ok"}
         # The broker still confirms: Portal gets 2xx ("queued"), durable in the queue.
         queued = load.answers["queued"]
         await load.until(lambda: load.answers["queued"] >= queued + 20)

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,15 +106,20 @@ async def test_each_stored_share_is_reported_exactly_once(
     # The same message delivered twice, and an older one after it: one row, one report.
     identity = Identity("client", CLIENT_A, "ICLOUD", "p2")
     keyring = Keyring(fast.keyring)
-    message = ShareMessage.build(
-        message_id="dup-1",
-        version=2**62,
-        identity=identity,
-        sealed=keyring.seal(b"dup", identity),
-        report_api="v3",
-        bearer_sealed=keyring.seal(TOKEN_A.encode(), bearer_identity(identity)),
-    )
-    older = message.model_copy(update={"message_id": "old-1", "version": 1})
+
+    def sealed(message_id: str, version: int) -> ShareMessage:
+        return ShareMessage.build(
+            message_id=message_id,
+            version=version,
+            identity=identity,
+            sealed=keyring.seal(b"dup", identity, version, message_id),
+            report_api="v3",
+            bearer_sealed=keyring.seal(
+                TOKEN_A.encode(), bearer_identity(identity), version, message_id
+            ),
+        )
+
+    message, older = sealed("dup-1", time.time_ns() // 1000), sealed("old-1", 1)
     # One at a time, so that each is its own batch (in one batch the newest alone is chosen).
     for msg in (message, message, older):
         await publish_and_wait(publisher, worker, msg)

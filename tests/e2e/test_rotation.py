@@ -24,6 +24,7 @@ from tests.support.environment import KEY_A, KEY_B, process_env, secret_headers
 from tests.support.inprocess import WorkerHandle
 from tests.support.leakcheck import sensitive, subprocess_log
 from tests.support.processes import run_cli
+from tests.support.sharing import legacy_seal
 
 Client = TestClient[web.Request, web.Application]
 OLD = Keyring([("kb", base64.b64decode(KEY_B))])
@@ -38,20 +39,23 @@ def seeded(n: int) -> tuple[Identity, str]:
 
 
 def seed_rows(count: int, clients: int, load_ids: list[str]) -> list[SealedRow]:
-    """Shares sealed under the old key: custodian ones, client ones owing Portal a report (with a
-    sealed bearer), and the load's own identities at a version any new write beats."""
+    """Shares sealed under the old key: custodian ones (in the legacy format, as before seals
+    bound their message), client ones owing Portal a report (with a sealed bearer), and the
+    load's own identities at a version any new write beats."""
     rows = []
     for n in range(count):
         identity, text = seeded(n)
-        rows.append(SealedRow(identity, OLD.seal(text.encode(), identity), 1, f"seed-{n}"))
+        sealed = legacy_seal("kb", base64.b64decode(KEY_B), text.encode(), identity)
+        rows.append(SealedRow(identity, sealed, 1, f"seed-{n}"))
     for n in range(clients):
         identity = Identity("client", f"app-{n:04d}", "PASSKEY", f"pair-{n}")
-        bearer = OLD.seal(f"{SEED_BEARER}{n}".encode(), bearer_identity(identity))
-        share = OLD.seal(f"{SEED_SHARE}client-{n}".encode(), identity)
+        bound = bearer_identity(identity)
+        bearer = OLD.seal(f"{SEED_BEARER}{n}".encode(), bound, 1, f"app-{n}")
+        share = OLD.seal(f"{SEED_SHARE}client-{n}".encode(), identity, 1, f"app-{n}")
         rows.append(SealedRow(identity, share, 1, f"app-{n}", "v3", bearer))
     for client_id in load_ids:
         identity = Identity("custodian", client_id, "GDRIVE", "")
-        sealed = OLD.seal(share_text(client_id, 0).encode(), identity)
+        sealed = OLD.seal(share_text(client_id, 0).encode(), identity, 1, f"load-{client_id}")
         rows.append(SealedRow(identity, sealed, 1, f"load-{client_id}"))
     return rows
 
@@ -100,15 +104,15 @@ async def assert_all_under_new_key(db: asyncpg.Connection, expected_shares: int)
     assert len(rows) == expected_shares
     for row in rows:
         identity = Identity(row["kind"], row["client_id"], row["backup_method"], row["pair_id"])
-        assert row["key_id"] == "ka"
-        text = NEW.open(row["sealed"], identity).decode()
+        assert row["key_id"] == "v2:ka"
+        text = NEW.open(row["sealed"], identity, row["version"], row["message_id"]).decode()
         if row["client_id"].startswith("seed-"):
             assert text == seeded(int(row["client_id"][5:]))[1]
     for row in await db.fetch("SELECT * FROM outbox WHERE bearer_sealed IS NOT NULL"):
         identity = Identity("client", row["client_id"], row["backup_method"], row["pair_id"])
-        assert row["key_id"] == "ka"
+        assert row["key_id"] == "v2:ka"
         assert (
-            NEW.open(row["bearer_sealed"], bearer_identity(identity))
+            NEW.open(row["bearer_sealed"], bearer_identity(identity), None, row["message_id"])
             .decode()
             .startswith(SEED_BEARER)
         )
@@ -183,7 +187,7 @@ async def test_a_killed_rotation_leaves_every_row_readable_and_resumes(
     )
 
     async def some_done() -> bool:
-        return bool(await db.fetchval("SELECT count(*) >= 120 FROM shares WHERE key_id = 'ka'"))
+        return bool(await db.fetchval("SELECT count(*) >= 120 FROM shares WHERE key_id = 'v2:ka'"))
 
     await until(some_done)
     proc.send_signal(signal.SIGKILL)
@@ -197,7 +201,7 @@ async def test_a_killed_rotation_leaves_every_row_readable_and_resumes(
     for row in await db.fetch("SELECT * FROM shares"):
         identity = Identity(row["kind"], row["client_id"], row["backup_method"], row["pair_id"])
         assert Keyring.key_id_of(row["sealed"]) == row["key_id"]
-        both.open(row["sealed"], identity)
+        both.open(row["sealed"], identity, row["version"], row["message_id"])
     await db.execute("DROP TRIGGER slow_rewrap ON shares")
     code, out, err = await run_cli("keys", "rotate", "--json", env=process_env(settings))
     assert code == 0, err
@@ -212,7 +216,8 @@ async def test_a_killed_rotation_leaves_every_row_readable_and_resumes(
     # A row under a key the keyring lost: status flags it, rotation leaves it and fails.
     stranger = Keyring([("klost", b"L" * 32)])
     identity, text = seeded(9999)
-    await seed(database_url, [SealedRow(identity, stranger.seal(text.encode(), identity), 1, "x")])
+    sealed = stranger.seal(text.encode(), identity, 1, "x")
+    await seed(database_url, [SealedRow(identity, sealed, 1, "x")])
     code, out, err = await run_cli("keys", "status", "--json", env=process_env(settings))
     assert code == 1 and "'klost'" in err and "cannot be opened" in err
     assert {
@@ -221,7 +226,9 @@ async def test_a_killed_rotation_leaves_every_row_readable_and_resumes(
         "bearers": 0,
         "in_keyring": False,
         "current": False,
+        "legacy": 0,
     } in (json.loads(out)["keys"])
     code, out, err = await run_cli("keys", "rotate", "--json", env=process_env(settings))
     assert code == 1 and json.loads(out)["unreadable"] == {"shares": 1, "outbox": 0}
-    assert await db.fetchval("SELECT key_id FROM shares WHERE client_id = 'seed-09999'") == "klost"
+    lost = await db.fetchval("SELECT key_id FROM shares WHERE client_id = 'seed-09999'")
+    assert lost == "v2:klost"

@@ -31,9 +31,10 @@ async def seed_database(settings: Settings, db: asyncpg.Connection) -> None:
     keyring = Keyring(settings.keyring)
     rows = []
     for n, identity in enumerate(IDENTITIES):
-        sealed = keyring.seal(b"stats-share", identity)
+        sealed = keyring.seal(b"stats-share", identity, 1, f"m{n}")
         report = identity.kind == "client"
-        bearer = keyring.seal(b"stats-bearer", bearer_identity(identity)) if report else None
+        bound = bearer_identity(identity)
+        bearer = keyring.seal(b"stats-bearer", bound, 1, f"m{n}") if report else None
         rows.append(SealedRow(identity, sealed, 1, f"m{n}", "v2" if report else None, bearer))
     async with open_store(settings.database_url.get_secret_value(), size=1) as store:
         await store.upsert_batch(rows)
@@ -94,7 +95,7 @@ async def test_stats_json_matches_the_database_and_the_broker(
     assert outbox == {"pending": 2, "sent": 1}
     assert data["outbox"]["pending"] == 2
     assert 3599 < data["outbox"]["pending_oldest_seconds"] < 3700
-    assert data["keys"] == {"current": "ka", "shares": {"ka": 7}, "outbox": {"ka": 2}}
+    assert data["keys"] == {"current": "v2:ka", "shares": {"v2:ka": 7}, "outbox": {"v2:ka": 2}}
 
     queues = {q["role"]: q for q in data["queues"]}
     topology = broker_of(settings, name="names").topology

@@ -126,7 +126,8 @@ async def test_shares_are_encrypted_at_rest_and_bound_to_their_client(
     assert share[:32] not in sealed and share[-32:] not in sealed
     dump = await db.fetchval("SELECT string_agg(t::text, '') FROM shares t")
     assert body["share"][:40] not in dump
-    # Someone copies the row onto another client: it must not decrypt, and must not be served.
+    # Someone copies the row onto another client: it must not decrypt, must not be served, and
+    # must not pass for "no share" either.
     await db.execute(
         "INSERT INTO shares (kind, client_id, backup_method, pair_id, sealed, key_id, version,"
         " message_id) SELECT kind, 'cl-thief', backup_method, pair_id, sealed, key_id, version,"
@@ -134,8 +135,12 @@ async def test_shares_are_encrypted_at_rest_and_bound_to_their_client(
         body["clientId"],
     )
     with caplog.at_level(logging.ERROR):
-        assert await fetch(gateway, "cl-thief") == {"backupShares": []}
-    assert any("failed to decrypt" in r.getMessage() for r in caplog.records)
+        resp = await gateway.post(
+            "/webhook/backup/fetch", json={"clientId": "cl-thief"}, headers=secret_headers()
+        )
+        assert resp.status == 500
+        assert (await resp.json())["error"]["code"] == "undecryptable"
+    assert any("does not open" in r.getMessage() for r in caplog.records)
 
 
 async def test_no_share_or_secret_in_any_log_line(
@@ -174,11 +179,12 @@ async def test_read_your_writes_while_a_flood_drains(
 
         async def one(i: int) -> None:
             identity = Identity("custodian", f"cl-flood-{i % 500}", "GDRIVE", str(i))
+            message_id = uuid.uuid4().hex
             msg = ShareMessage.build(
-                message_id=uuid.uuid4().hex,
+                message_id=message_id,
                 version=i + 1,
                 identity=identity,
-                sealed=ring.seal(b"f", identity),
+                sealed=ring.seal(b"f", identity, i + 1, message_id),
             )
             async with sem:
                 await publish_share(publisher, msg, timeout=10)

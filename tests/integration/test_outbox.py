@@ -33,11 +33,13 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 async def owe_report(db: asyncpg.Connection, settings: Settings) -> int:
     """An outbox row as the worker writes it with a stored client share."""
     identity = Identity("client", CLIENT_A, "PASSWORD", f"pair-{uuid.uuid4().hex[:8]}")
-    sealed = Keyring(settings.keyring).seal(TOKEN_A.encode(), bearer_identity(identity))
+    message_id = uuid.uuid4().hex
+    bound = bearer_identity(identity)
+    sealed = Keyring(settings.keyring).seal(TOKEN_A.encode(), bound, 1, message_id)
     row_id: int = await db.fetchval(
         "INSERT INTO outbox (message_id, client_id, backup_method, pair_id, report_api,"
         " bearer_sealed) VALUES ($1, $2, $3, $4, 'v3', $5) RETURNING id",
-        uuid.uuid4().hex,
+        message_id,
         identity.client_id,
         identity.backup_method,
         identity.pair_id,

@@ -106,7 +106,7 @@ async def stored_sequences(db: asyncpg.Connection, keyring: Keyring, prefix: str
     found = {}
     for row in rows:
         identity = Identity("custodian", row["client_id"], "GDRIVE", "")
-        text = keyring.open(row["sealed"], identity).decode()
+        text = keyring.unseal(row["sealed"], identity).plaintext.decode()
         found[row["client_id"]] = int(text.removeprefix(SHARE_MARK).split(":")[1])
     return found
 

@@ -25,6 +25,7 @@ from sharevault.messages import (
 from sharevault.ops.dlq import DeadLetter, Selection
 from sharevault.worker.decode import Flaw, open_body
 from sharevault.worker.inbox import Inbox
+from tests.support.sharing import legacy_seal
 
 KEYRING = Keyring([("ka", b"k" * 32)])
 FOREIGN = Keyring([("kz", b"z" * 32)])
@@ -38,7 +39,7 @@ def message(
         message_id=f"m-{client}",
         version=1,
         identity=identity,
-        sealed=keyring.seal(b"share of " + client.encode(), identity),
+        sealed=keyring.seal(b"share of " + client.encode(), identity, 1, f"m-{client}"),
         context=context,
     )
 
@@ -66,6 +67,33 @@ def test_a_batch_opens_share_by_share_and_sets_apart_only_the_bad_ones() -> None
     assert {f.content_type for f in contents.unstorable} == {SINGLE_CONTENT_TYPE}
     assert ShareMessage.model_validate(msgpack.unpackb(flawed["m-b"].body)).message_id == "m-b"
     assert msgpack.unpackb(flawed["m-c"].body) == {"message_id": "m-c", "version": -1}
+
+
+def test_shares_sealed_for_another_message_or_from_the_future_are_set_apart_as_tampered() -> None:
+    good, replayed, future = message("a"), message("b"), message("c")
+    strict = Keyring([("ka", b"k" * 32)], accept_legacy=False)
+    legacy = legacy_seal("ka", b"k" * 32, b"share", good.identity)
+    body = encode_batch(
+        [
+            good.encode(),
+            replayed.model_copy(update={"message_id": "m-b2", "version": 2}).encode(),
+            future.model_copy(update={"version": 2**62}).encode(),
+            good.model_copy(update={"message_id": "m-old", "sealed": legacy}).encode(),
+        ]
+    )
+    lenient = open_body(body, KEYRING, content_type=BATCH_CONTENT_TYPE, latest=10**16)
+    assert [s.row.message_id for s in lenient.shares] == ["m-a", "m-old"]
+    assert {f.message_id: f.flaw for f in lenient.unstorable} == {
+        "m-b2": Flaw.TAMPERED,
+        "m-c": Flaw.TAMPERED,
+    }
+    refusing = open_body(body, strict, content_type=BATCH_CONTENT_TYPE, latest=10**16)
+    assert [s.row.message_id for s in refusing.shares] == ["m-a"]
+    assert {f.message_id for f in refusing.unstorable} == {"m-b2", "m-c", "m-old"}
+    assert {f.flaw for f in refusing.unstorable} == {Flaw.TAMPERED}
+    # Without a bound on versions (no clock to compare with) only the seal decides.
+    unbounded = open_body(future.encode(), KEYRING, content_type=SINGLE_CONTENT_TYPE)
+    assert [s.row.version for s in unbounded.shares] == [1]
 
 
 def test_the_wire_carries_sealed_bytes_without_base64() -> None:

@@ -101,22 +101,22 @@ def test_report_api_v3_only_with_a_pair_id() -> None:
 
 def test_message_carries_a_sealed_bearer_only_for_client_reports() -> None:
     identity = Identity("client", "cl", "GDRIVE", "p1")
-    sealed_bearer = KEYRING.seal(b"token", bearer_identity(identity))
+    sealed_bearer = KEYRING.seal(b"token", bearer_identity(identity), 1, "m1")
     msg = ShareMessage.build(
         message_id="m1",
         version=1,
         identity=identity,
-        sealed=KEYRING.seal(b"share", identity),
+        sealed=KEYRING.seal(b"share", identity, 1, "m1"),
         report_api="v3",
         bearer_sealed=sealed_bearer,
     )
     again = ShareMessage.model_validate_json(msg.model_dump_json())
     assert again.bearer_sealed == sealed_bearer
-    assert KEYRING.open(sealed_bearer, bearer_identity(identity)) == b"token"
+    assert KEYRING.open(sealed_bearer, bearer_identity(identity), None, "m1") == b"token"
     assert "token" not in repr(again)
     # Bound to its own kind: a bearer never opens as a share, nor a share as a bearer.
     with pytest.raises(Exception, match="authentication failed"):
-        KEYRING.open(sealed_bearer, identity)
+        KEYRING.open(sealed_bearer, identity, 1, "m1")
     fields = msg.model_dump()
     with pytest.raises(ValidationError, match="go together"):
         ShareMessage.model_validate({**fields, "bearer_sealed": None})
