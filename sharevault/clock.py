@@ -72,12 +72,15 @@ class ClockDiscipline:
     def skewed(self) -> bool:
         """Off by more than MAX_CLOCK_SKEW for certain (whatever the round trip hid)."""
         offset = self.offset
-        return offset is not None and abs(offset) - self.uncertainty > self.max_skew
+        return offset is not None and self._beyond(offset)
+
+    def _beyond(self, offset: float) -> bool:
+        return abs(offset) - self.uncertainty > self.max_skew
 
     def problem(self) -> str | None:
         """What /readyz and a refused write say, while skewed."""
         offset = self.offset
-        if offset is None or abs(offset) - self.uncertainty <= self.max_skew:
+        if offset is None or not self._beyond(offset):
             return None
         role = "gateway" if self.gateway else "worker"
         return (

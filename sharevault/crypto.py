@@ -64,6 +64,13 @@ class Opened:
     version: int | None
     message_id: str | None
 
+    def sealed_for(self, version: int | None, message_id: str) -> bool:
+        """Whether it was sealed for this message (and this version, unless None); a legacy
+        seal binds neither, so it passes."""
+        return self.message_id is None or (
+            self.message_id == message_id and (version is None or self.version == version)
+        )
+
 
 class Keyring:
     """Key-encryption keys by id: the first seals, every one opens. Legacy seals (no version or
@@ -77,16 +84,13 @@ class Keyring:
         self.accept_legacy = accept_legacy
         self._current = self._ciphers[self.current_id.encode()]
         tag = FORMAT_V2 + self.current_id.encode()
+        # The key id column of what this keyring seals now (`v2:<current key id>`).
+        self.current_tag = tag.decode()
         self._sealed_prefix = bytes([len(tag)]) + tag
 
     @property
     def key_ids(self) -> list[str]:
         return [kid.decode() for kid in self._ciphers]
-
-    @property
-    def current_tag(self) -> str:
-        """The key id column of what this keyring seals now (`v2:<current key id>`)."""
-        return (FORMAT_V2 + self.current_id.encode()).decode()
 
     def seal(self, plaintext: bytes, identity: Identity, version: int, message_id: str) -> bytes:
         """Encrypt: `len(tag) ‖ tag ‖ version (8 bytes) ‖ len(id) ‖ id ‖ nonce ‖ ciphertext+tag`,
@@ -142,9 +146,7 @@ class Keyring:
         """Decrypt, authenticate and check the seal was made for this message (and this version,
         unless None); TamperedError when it was made for another."""
         opened = self.unseal(sealed, identity, legacy=legacy)
-        if opened.message_id is not None and (
-            opened.message_id != message_id or (version is not None and opened.version != version)
-        ):
+        if not opened.sealed_for(version, message_id):
             raise TamperedError("sealed for another version or message id")
         return opened.plaintext
 

@@ -176,7 +176,7 @@ async def _bearers_pass(
             bound = bearer_identity(row.identity)
             try:
                 opened = keyring.unseal(row.sealed, bound, legacy=True)
-                if opened.message_id not in (None, row.message_id):
+                if not opened.sealed_for(None, row.message_id):
                     raise DecryptError("sealed for another message")
             except DecryptError:
                 summary.unreadable_bearers.add(row.id)
