@@ -6,12 +6,19 @@ send → settle with leases)."""
 
 from __future__ import annotations
 
-from sharevault.db.errors import DATABASE_ERRORS, PERMANENT_ERRORS, TRANSIENT_ERRORS
+from sharevault.db.errors import (
+    DATABASE_ERRORS,
+    PERMANENT_ERRORS,
+    REFUSALS,
+    TRANSIENT_ERRORS,
+    refusal_of,
+)
 from sharevault.db.listener import (
     COMMIT_CHANNEL,
     NOTIFY_PAYLOAD_LIMIT,
     CommitListener,
     notice_payloads,
+    refusal_payloads,
 )
 from sharevault.db.migrations import (
     MIGRATION_LOCK,
@@ -51,6 +58,7 @@ __all__ = [
     "MIGRATION_LOCK",
     "NOTIFY_PAYLOAD_LIMIT",
     "PERMANENT_ERRORS",
+    "REFUSALS",
     "TRANSIENT_ERRORS",
     "VACUUM_LOOK_EVERY",
     "VACUUM_LOOK_IDLE",
@@ -78,6 +86,8 @@ __all__ = [
     "migration_status",
     "notice_payloads",
     "open_store",
+    "refusal_of",
+    "refusal_payloads",
     "share_columns",
     "vacuuming_shares",
 ]

@@ -35,3 +35,16 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Any error the database answered with (the worker retries the rest with delays).
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError,)
+
+# What store_batch refuses a share for (sharevault_refuse raises check_violation naming it as the
+# constraint): a refusal the gateway answers its waiting caller with (409), not a fault.
+REFUSALS = frozenset({"methods_per_client"})
+
+
+def refusal_of(exc: BaseException) -> str | None:
+    """The bound a share was refused for (one of REFUSALS), or None for any other error."""
+    if isinstance(exc, asyncpg.exceptions.CheckViolationError):
+        name = getattr(exc, "constraint_name", None)
+        if name in REFUSALS:
+            return str(name)
+    return None

@@ -29,10 +29,19 @@ def _retrying(state: RetryCallState) -> None:
     )
 
 
-def notice_payloads(message_ids: Iterable[str], limit: int = NOTIFY_PAYLOAD_LIMIT) -> list[str]:
-    """The ids joined by commas into as few payloads as fit, none of more than `limit` bytes."""
+# A refusal notice: "refused:<reason>:<ids>", e.g. refused:methods_per_client:3f2a…,9b1c…; a
+# commit notice is the ids alone (message ids are hex: neither holds a colon).
+REFUSED = "refused:"
+
+
+def notice_payloads(
+    message_ids: Iterable[str], limit: int = NOTIFY_PAYLOAD_LIMIT, *, prefix: str = ""
+) -> list[str]:
+    """The ids joined by commas into as few payloads as fit, none of more than `limit` bytes,
+    each after `prefix`."""
     payloads: list[str] = []
     current: list[str] = []
+    limit -= len(prefix.encode())
     size = 0
     for message_id in message_ids:
         length = len(message_id.encode())
@@ -43,7 +52,12 @@ def notice_payloads(message_ids: Iterable[str], limit: int = NOTIFY_PAYLOAD_LIMI
         current.append(message_id)
     if current:
         payloads.append(",".join(current))
-    return payloads
+    return [prefix + payload for payload in payloads] if prefix else payloads
+
+
+def refusal_payloads(reason: str, message_ids: Iterable[str]) -> list[str]:
+    """Notices that the database refused these messages for `reason` (they are dead-lettered)."""
+    return notice_payloads(message_ids, prefix=f"{REFUSED}{reason}:")
 
 
 class CommitListener:
@@ -52,20 +66,27 @@ class CommitListener:
     def __init__(
         self,
         dsn: str,
-        on_ids: Callable[[list[str]], None],
+        on_committed: Callable[[list[str]], None],
+        on_refused: Callable[[str, list[str]], None],
         on_reconnect: Callable[[], Awaitable[None]],
         *,
         connect_timeout: float = 5.0,
     ) -> None:
         self._dsn = dsn
         self._connect_timeout = connect_timeout
-        self._on_ids = on_ids
+        self._on_committed = on_committed
+        self._on_refused = on_refused
         self._on_reconnect = on_reconnect
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self._on_ids(str(payload).split(","))
+        text = str(payload)
+        if text.startswith(REFUSED):
+            reason, _, ids = text[len(REFUSED) :].partition(":")
+            self._on_refused(reason, ids.split(","))
+        else:
+            self._on_committed(text.split(","))
 
     async def _run(self) -> None:
         while True:

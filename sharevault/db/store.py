@@ -11,10 +11,9 @@ from typing import Any
 
 import asyncpg
 from asyncpg import Record
-from cachetools import LRUCache
 
 from sharevault.crypto import Identity, Keyring
-from sharevault.db.listener import notice_payloads
+from sharevault.db.listener import notice_payloads, refusal_payloads
 from sharevault.db.nodes import node_of
 from sharevault.db.queries import Q
 from sharevault.db.rows import (
@@ -36,10 +35,6 @@ from sharevault.db.vacuum import (
 
 log = logging.getLogger(__name__)
 
-# Methods known to be held, remembered by method_room (a client never loses a method it holds: the
-# pruning keeps the newest pair of each), so a client's next writes under it skip the query.
-KNOWN_METHODS = 100_000
-
 
 class Store:
     """Typed queries over a pool. A `timeout` bounds a call whole: pool wait, connecting, the
@@ -48,7 +43,6 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, bounds: Bounds | None = None) -> None:
         self.pool = pool
         self.bounds = bounds or Bounds()
-        self._known_methods: LRUCache[tuple[str, str, str], bool] = LRUCache(KNOWN_METHODS)
         # Rows this store applied, counted for vacuuming_shares.
         self.writes = WriteCount()
         # host:port of the database node the last ping reached (of a multi-host DSN: the primary).
@@ -150,25 +144,9 @@ class Store:
         )
         return _stored(rows[0]) if rows else None
 
-    async def method_room(
-        self, kind: str, client_id: str, backup_method: str, *, timeout: float | None = None
-    ) -> bool:
-        """Whether the client may store a share under this method (it has it, or room for it)."""
-        key = (kind, client_id, backup_method)
-        if key in self._known_methods:
-            return True
-        rows = await self._fetch(
-            Q["method_room"],
-            kind,
-            client_id,
-            backup_method,
-            self.bounds.methods_per_client,
-            timeout=timeout,
-        )
-        held, room = rows[0]["held"], rows[0]["room"]
-        if held:
-            self._known_methods[key] = True
-        return bool(held or room)
+    async def notify_refused(self, reason: str, message_ids: Sequence[str]) -> None:
+        """Tell the gateways waiting for these messages that the database refused them."""
+        await self.pool.execute(Q["notify"], refusal_payloads(reason, message_ids))
 
     # --- key rotation and stats (sharevault/ops) -------------------------------------------------
 

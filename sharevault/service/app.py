@@ -55,6 +55,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         async with CommitListener(
             dsn,
             waiter.on_committed,
+            waiter.on_refused,
             waiter.recheck_all,
             connect_timeout=max(settings.db_timeout, 5.0),
         ):

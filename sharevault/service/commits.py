@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from enum import Enum
 
 from sharevault.crypto import Identity
 from sharevault.db import TRANSIENT_ERRORS, Store
@@ -14,18 +15,27 @@ log = logging.getLogger(__name__)
 RECHECK_EVERY = 1.0
 
 
+class Verdict(Enum):
+    """What became of a published message, as far as its waiter knows."""
+
+    COMMITTED = "committed"  # stored, or superseded by a newer version
+    REFUSED = "refused"  # the database refused it for a bound (`reason`): it is dead-lettered
+    OPEN = "open"  # not known yet: still in the queue, or its notice was missed
+
+
 @dataclass(slots=True)
 class _Pending:
-    # Resolved True by a commit notice, or False by the waiter's own timer when a period ends
-    # first; then the waiter puts a fresh future in its place for the next period.
-    future: asyncio.Future[bool]
+    # Resolved by a commit or refusal notice, or OPEN by the waiter's own timer when a period
+    # ends first; then the waiter puts a fresh future in its place for the next period.
+    future: asyncio.Future[Verdict]
     identity: Identity
     version: tuple[int, str]
+    reason: str | None = None  # of a refusal
 
 
-def _period_over(future: asyncio.Future[bool]) -> None:
+def _period_over(future: asyncio.Future[Verdict]) -> None:
     if not future.done():
-        future.set_result(False)
+        future.set_result(Verdict.OPEN)
 
 
 class CommitWaiter:
@@ -50,7 +60,20 @@ class CommitWaiter:
         for message_id in message_ids:
             pending = self._pending.get(message_id)
             if pending is not None and not pending.future.done():
-                pending.future.set_result(True)
+                pending.future.set_result(Verdict.COMMITTED)
+
+    def on_refused(self, reason: str, message_ids: list[str]) -> None:
+        for message_id in message_ids:
+            pending = self._pending.get(message_id)
+            if pending is not None:
+                pending.reason = reason
+                if not pending.future.done():
+                    pending.future.set_result(Verdict.REFUSED)
+
+    def reason(self, message_id: str) -> str | None:
+        """Why the database refused this message (after `wait` answered REFUSED)."""
+        pending = self._pending.get(message_id)
+        return None if pending is None else pending.reason
 
     async def _settled_in_table(self, pending: _Pending, timeout: float) -> bool:
         try:
@@ -67,18 +90,20 @@ class CommitWaiter:
             ):
                 self.on_committed([message_id])
 
-    async def wait(self, message_id: str, budget: float) -> bool:
-        """True once committed or superseded; False when the budget runs out first. The last
-        look at the table may take up to `check_timeout` more: the caller leaves room for it."""
+    async def wait(self, message_id: str, budget: float) -> Verdict:
+        """COMMITTED once committed or superseded, REFUSED once refused; OPEN when the budget
+        runs out first. The last look at the table may take up to `check_timeout` more: the
+        caller leaves room for it."""
         pending = self._pending.get(message_id)
         if pending is None:
-            return False
+            return Verdict.OPEN
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return await self._settled_in_table(pending, self._check_timeout)
+                settled = await self._settled_in_table(pending, self._check_timeout)
+                return Verdict.COMMITTED if settled else Verdict.OPEN
             # One timer that resolves the future itself when the period ends first: a timeout
             # and a shield per wait cost more than twice as much.
             future = pending.future
@@ -88,8 +113,9 @@ class CommitWaiter:
                     await future
                 finally:
                     timer.cancel()
-            if future.result():
-                return True
+            verdict = future.result()
+            if verdict is not Verdict.OPEN:
+                return verdict
             # A notice must always find a future to resolve: a fresh one takes the place of the
             # spent one before the table is asked, so that a notice arriving while it answers
             # wakes the next period at once. (A wait cancelled with its request takes its future
@@ -98,7 +124,7 @@ class CommitWaiter:
             # A notice can be lost (listener reconnecting): the table has the last word.
             left = deadline - loop.time()
             if left > 0 and await self._settled_in_table(pending, min(self._check_timeout, left)):
-                return True
+                return Verdict.COMMITTED
 
     @property
     def in_flight(self) -> int:

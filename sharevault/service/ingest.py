@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from sharevault import hops, otel
 from sharevault.broker import BrokerUnavailable
 from sharevault.clock import ClockDiscipline
+from sharevault.config import Settings
 from sharevault.crypto import Identity
-from sharevault.db import TRANSIENT_ERRORS
 from sharevault.messages import ShareMessage, bearer_identity
 from sharevault.metrics import (
     COMMIT_WAIT_SECONDS,
@@ -30,11 +30,10 @@ from sharevault.service.appkeys import (
     KEYRING,
     SETTINGS,
     SHARES,
-    STORE,
     WAITER,
 )
 from sharevault.service.bodies import Accepted
-from sharevault.service.commits import CommitWaiter
+from sharevault.service.commits import CommitWaiter, Verdict
 from sharevault.service.deadline import Deadline, timed_out
 from sharevault.service.errors import ApiError
 from sharevault.service.request_ids import propagation_headers
@@ -50,28 +49,17 @@ def _commit_waits(outcome: str) -> Counter:
     return COMMIT_WAITS.labels(outcome)
 
 
-async def check_method_room(request: web.Request, identity: Identity, deadline: Deadline) -> None:
-    """409 when the share's method would take its client past METHODS_PER_CLIENT. Bounded by
-    DB_TIMEOUT and failing open: when the database does not answer in time, the worker enforces
-    the cap (it parks such a share, reason `rejected`) and the write goes on."""
-    settings = request.app[SETTINGS]
-    try:
-        room = await request.app[STORE].method_room(
-            identity.kind,
-            identity.client_id,
-            identity.backup_method,
-            timeout=deadline.remaining(settings.db_timeout),
-        )
-    except TRANSIENT_ERRORS as exc:
-        log.info("method cap not checked (%s): the worker enforces it", type(exc).__name__)
-        return
-    if not room:
-        raise ApiError(
+def _refusal(reason: str | None, settings: Settings) -> ApiError:
+    """409 for a share the worker's statement refused for a bound (db.REFUSALS): it is parked in
+    the DLQ (reason `rejected`), never stored."""
+    if reason == "methods_per_client":
+        return ApiError(
             409,
             "too_many_methods",
             f"this client already holds {settings.methods_per_client} backup methods"
             " (METHODS_PER_CLIENT): back up under one of them",
         )
+    return ApiError(409, "refused", "the share was refused by a bound of its client")
 
 
 def refuse_if_skewed(discipline: ClockDiscipline) -> None:
@@ -103,7 +91,6 @@ async def accept_share(
     app = request.app
     settings, waiter, keyring = app[SETTINGS], app[WAITER], app[KEYRING]
     refuse_if_skewed(app[DISCIPLINE])
-    await check_method_room(request, identity, deadline)
     publish_timeout = deadline.remaining(settings.publish_timeout)
     if publish_timeout <= 0:
         raise timed_out("the queue")
@@ -149,7 +136,7 @@ async def accept_share(
         if hops.ON:
             hops.mark()
         committed = settings.commit_wait > 0 and await _wait_for_commit(
-            waiter, message_id, settings.commit_wait, settings.db_timeout, deadline
+            waiter, message_id, settings, deadline
         )
         if hops.ON:
             hops.mark(message_id)
@@ -166,16 +153,20 @@ async def accept_share(
 
 
 async def _wait_for_commit(
-    waiter: CommitWaiter, message_id: str, wait: float, check: float, deadline: Deadline
+    waiter: CommitWaiter, message_id: str, settings: Settings, deadline: Deadline
 ) -> bool:
-    """COMMIT_WAIT, or what the deadline leaves after room for the last look at the table."""
+    """Whether the message is committed within COMMIT_WAIT, or what the deadline leaves after
+    room for the last look at the table (DB_TIMEOUT); 409 if the database refused it."""
     left = deadline.remaining()
-    budget = min(wait, left - min(check, left / 2))
+    budget = min(settings.commit_wait, left - min(settings.db_timeout, left / 2))
     if budget <= 0:
         return False
     # The deadline has the last word, whatever a look at the table does.
     try:
         async with deadline.scope():
-            return await waiter.wait(message_id, budget)
+            verdict = await waiter.wait(message_id, budget)
     except TimeoutError:
         return False
+    if verdict is Verdict.REFUSED:
+        raise _refusal(waiter.reason(message_id), settings)
+    return verdict is Verdict.COMMITTED

@@ -101,6 +101,10 @@ WITH incoming AS (
 SELECT ARRAY(SELECT message_id FROM applied) AS applied, (SELECT count(*) FROM pruned) AS pruned,
        (SELECT count(*) FROM notices) AS notices, (SELECT count(*) FROM refused) AS refused;
 
+-- name: notify
+-- Notices the worker sends outside store_batch (a refusal: listener.refusal_payloads).
+SELECT pg_notify('sharevault_committed', payload) FROM unnest($1::text[]) AS payload;
+
 -- name: stored_version
 -- The version an identity holds now: read-your-writes re-checks against it.
 SELECT version, message_id FROM shares
@@ -125,13 +129,6 @@ WHERE kind = 'client' AND client_id = $1
 ORDER BY (CASE WHEN $2 <> '' THEN pair_id = $2 ELSE backup_method = $3 END) DESC,
          version DESC, message_id DESC
 LIMIT 1;
-
--- name: method_room
--- Whether client $2 may store a share of kind $1 under method $3: it holds that method already,
--- or fewer than $4 methods (one range of the primary key, at most the bounds' rows).
-SELECT coalesce(bool_or(backup_method = $3), false) AS held,
-       count(DISTINCT backup_method) < $4 AS room
-FROM shares WHERE kind = $1 AND client_id = $2;
 
 -- name: ping
 -- Readiness: the database answers.

@@ -16,7 +16,14 @@ from enum import StrEnum
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from sharevault import otel
-from sharevault.db import DATABASE_ERRORS, PERMANENT_ERRORS, TRANSIENT_ERRORS, SealedRow, Store
+from sharevault.db import (
+    DATABASE_ERRORS,
+    PERMANENT_ERRORS,
+    TRANSIENT_ERRORS,
+    SealedRow,
+    Store,
+    refusal_of,
+)
 from sharevault.logs import new_request_id, request_context
 from sharevault.metrics import WORKER_BATCH_SIZE, WORKER_COMMIT_SECONDS, WORKER_MESSAGES
 from sharevault.worker.decode import Share
@@ -101,6 +108,9 @@ class Writer:
                     "batch of %d failed (%s); retrying one by one", len(shares), type(exc).__name__
                 )
                 return _Split(hold=hold)
+            refusal = refusal_of(exc)
+            if refusal is not None:
+                await self._tell_refused(refusal, shares[0].row.message_id)
             return [_refused(exc)]
         self._committed(shares, applied, started)
         return [Outcome(Fate.STORED, applied=s.row.message_id in applied) for s in shares]
@@ -129,6 +139,15 @@ class Writer:
         if state.tries > 0:
             log.info("database back after %.1fs; stored %d held messages", state.elapsed, len(rows))
         return applied
+
+    async def _tell_refused(self, reason: str, message_id: str) -> None:
+        """A gateway waiting for this share answers its caller 409 instead of waiting in vain
+        (without the notice it answers `queued` when its wait runs out: the share is parked)."""
+        try:
+            async with asyncio.timeout(2.0):
+                await self._store.notify_refused(reason, [message_id])
+        except (*TRANSIENT_ERRORS, *DATABASE_ERRORS) as exc:
+            log.info("refusal of %s not announced (%s)", message_id, type(exc).__name__)
 
     def _committed(self, shares: Sequence[Share], applied: set[str], started: float) -> None:
         """The shares are committed (their deliveries are acked after): count and log them."""

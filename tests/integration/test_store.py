@@ -12,12 +12,14 @@ import pytest
 from sharevault.crypto import Identity
 from sharevault.db import (
     COMMIT_CHANNEL,
+    CommitListener,
     DeadRows,
     Q,
     SealedRow,
     Store,
     notice_payloads,
     open_store,
+    refusal_payloads,
     vacuuming_shares,
 )
 from tests.support.waiting import eventually
@@ -162,6 +164,30 @@ def test_notice_payloads_fill_up_to_the_limit_and_never_past_it() -> None:
     payloads = notice_payloads(many)
     assert max(len(p) for p in payloads) <= 7999
     assert [i for p in payloads for i in p.split(",")] == many
+    refusals = refusal_payloads("methods_per_client", many)
+    assert max(len(p) for p in refusals) <= 7999
+    assert all(p.startswith("refused:methods_per_client:") for p in refusals)
+
+
+async def test_the_listener_tells_commits_from_refusals(store: Store, database_url: str) -> None:
+    committed: list[str] = []
+    refused: list[tuple[str, list[str]]] = []
+    heard = asyncio.Event()
+
+    def on_refused(reason: str, ids: list[str]) -> None:
+        refused.append((reason, ids))
+        heard.set()
+
+    async def reconnected() -> None:
+        return None
+
+    async with CommitListener(database_url, committed.extend, on_refused, reconnected) as listener:
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        await store.upsert_batch([row(1, "m1")])
+        await store.notify_refused("methods_per_client", ["m2", "m3"])
+        await asyncio.wait_for(heard.wait(), 10)
+    assert committed == ["m1"]  # notices arrive in commit order
+    assert refused == [("methods_per_client", ["m2", "m3"])]
 
 
 async def test_a_failing_batch_stores_nothing_and_wakes_nobody(
