@@ -28,5 +28,5 @@ async def require_webhook_secret(request: web.Request) -> None:
     # (and match no secret) instead of failing to encode.
     presented = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
     if not presented or not secret_matches(presented, request.app[SETTINGS].webhook_secrets):
-        await count_failed_auth(request)
+        count_failed_auth(request)
         raise ApiError(401, "unauthorized", f"missing or wrong {SECRET_HEADER}")

@@ -72,7 +72,7 @@ async def authenticate(
             return await request.app[CLIENT_AUTH].authenticate(request, client_id)
     except ApiError as exc:
         if exc.status in (401, 403):
-            await count_failed_auth(request)
+            count_failed_auth(request)
         raise
     except TimeoutError:
         raise ApiError(
@@ -88,7 +88,7 @@ async def backup(request: web.Request) -> web.Response:
     deadline = Deadline.of(request)
     client_id = path_client_id(request)
     bearer = await authenticate(request, client_id, deadline)
-    await limit_client_writes(request, CLIENT, client_id)
+    limit_client_writes(request, CLIENT, client_id)
     body = await read_model(request, ClientBackup)
     identity = Identity(CLIENT, client_id, body.backup_method, body.backup_share_pair_id)
     report_api = report_api_for(request.app[SETTINGS].portal_report_api, identity.pair_id)

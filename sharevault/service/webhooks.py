@@ -28,7 +28,7 @@ async def backup(request: web.Request) -> web.Response:
     require_allowed_ip(request)
     await require_webhook_secret(request)
     body = await read_model(request, WebhookBackup)
-    await limit_client_writes(request, CUSTODIAN, body.client_id)
+    limit_client_writes(request, CUSTODIAN, body.client_id)
     identity = Identity(CUSTODIAN, body.client_id, body.backup_method, body.backup_share_pair_id)
     answer = await accept_share(request, identity, body.share_text.encode(), deadline=deadline)
     return json_answer(answer)
