@@ -90,10 +90,10 @@ class CommitWaiter:
             ):
                 self.on_committed([message_id])
 
-    async def wait(self, message_id: str, budget: float) -> Verdict:
+    async def wait(self, message_id: str, budget: float, last_look: float | None = None) -> Verdict:
         """COMMITTED once committed or superseded, REFUSED once refused; OPEN when the budget
-        runs out first. The last look at the table may take up to `check_timeout` more: the
-        caller leaves room for it."""
+        runs out first. The last look at the table may take up to `last_look` more (default
+        `check_timeout`): the caller leaves room for it."""
         pending = self._pending.get(message_id)
         if pending is None:
             return Verdict.OPEN
@@ -102,7 +102,8 @@ class CommitWaiter:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                settled = await self._settled_in_table(pending, self._check_timeout)
+                look = self._check_timeout if last_look is None else last_look
+                settled = await self._settled_in_table(pending, look)
                 return Verdict.COMMITTED if settled else Verdict.OPEN
             # One timer that resolves the future itself when the period ends first: a timeout
             # and a shield per wait cost more than twice as much.

@@ -31,10 +31,6 @@ class Deadline:
         left = max(self.at - asyncio.get_running_loop().time(), 0.0)
         return left if cap is None else min(left, cap)
 
-    def scope(self) -> asyncio.Timeout:
-        """A block the deadline cuts short with TimeoutError (the last line of defence)."""
-        return asyncio.timeout_at(self.at)
-
 
 def timed_out(what: str) -> ApiError:
     """The 503 a request answers when its deadline ran out waiting for `what`."""

@@ -61,6 +61,9 @@ async def admitted(request: web.Request, handler: Handler) -> web.StreamResponse
 
 async def read_body(request: web.Request, seconds: float) -> bytes:
     """The whole body, or 408 (and the connection closed) when it takes longer than `seconds`."""
+    if request.content.is_eof():
+        # All of it arrived with the headers (as a share's 8 KB mostly does): no timer to arm.
+        return await request.read()
     try:
         async with asyncio.timeout(seconds):
             return await request.read()

@@ -3,6 +3,7 @@ when the direct peer is a configured trusted proxy."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=4096)  # the same few peers and proxies, request after request
 def _parse(raw: str | None) -> Address | None:
     try:
         return ipaddress.ip_address((raw or "").strip())
