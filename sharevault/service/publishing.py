@@ -3,8 +3,9 @@
 Coalescing: shares accepted together travel as one broker message.
 
 Group commit, as databases do it: while `in_flight` messages await their confirm, shares that
-arrive wait and then go together in the next message. An idle gateway sends each share at once;
-a busy one sends bigger batches, as many as arrive during a confirm round trip. Every share waits
+arrive wait and then go together in the next message; while fewer are in flight, they wait up to
+`linger` for company. An idle gateway (nothing in flight) sends each share at once; a busy one
+sends bigger batches, as many as arrive during a confirm round trip. Every share waits
 for the confirm of the message that carries it, so a 2xx still means the broker holds the share
 durably; the broker and the worker pay their per-message costs once per batch.
 
@@ -72,7 +73,7 @@ class Route:
 class Coalescing:
     """When a batch goes, and how big it may grow."""
 
-    linger: float = 0.0  # seconds a share waits for company even with nothing in flight
+    linger: float = 0.0  # seconds a share waits for company while a message is in flight
     in_flight: int = 2  # messages awaiting their confirm before shares wait for one of them
     max_shares: int = 64  # a full batch goes at once, in flight or not
     max_bytes: int = 1024 * 1024
@@ -126,7 +127,9 @@ class Coalescer:
         if len(self._sending) >= self._options.in_flight:
             return
         loop = asyncio.get_running_loop()
-        if self._options.linger > 0:
+        if self._options.linger > 0 and self._sending:
+            # Company is likely only while another message is on its way: an idle gateway
+            # does not make a lone share wait for it.
             self._timer = loop.call_later(self._options.linger, self._flush)
         else:
             # Still gathers the shares accepted in the same pass of the event loop.
@@ -134,7 +137,10 @@ class Coalescer:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
-        self._schedule()
+        if not self._sending and self._pending:
+            self._flush()  # nothing on its way any more: no company to wait for
+        else:
+            self._schedule()
 
     def _flush(self) -> None:
         if self._timer is not None:

@@ -125,17 +125,33 @@ async def test_a_failed_confirm_fails_every_share_of_its_batch_only() -> None:
             await task
 
 
+async def test_an_idle_gateway_sends_at_once_and_lingers_only_beside_a_message_in_flight() -> None:
+    broker = Broker()
+    coalescer = coalescer_of(broker, Coalescing(linger=60, in_flight=2, max_shares=10))
+    first, waiting = await one_sent_two_waiting(coalescer)
+    # Nothing was in flight: share 1 went at once, whatever the linger.
+    assert [ids for ids, _, _ in broker.sent] == [["m1"]]
+    # A confirm slot is free, yet a message is on its way: 2 and 3 linger for company.
+    assert not any(t.done() for t in waiting)
+    broker.confirms[0].set_result(None)
+    await first
+    # The one in flight confirmed: none is on its way any more, the lingering ones go now.
+    await settle()
+    assert [ids for ids, _, _ in broker.sent] == [["m1"], ["m2", "m3"]]
+    broker.confirms[1].set_result(None)
+    await asyncio.gather(*waiting)
+
+
 async def test_closing_sends_what_waits_and_a_cancelled_send_answers_every_share() -> None:
     broker = Broker()
     coalescer = coalescer_of(broker, Coalescing(linger=60, max_shares=10))
-    waiting = [asyncio.create_task(coalescer.publish(share(n), timeout=1)) for n in (1, 2)]
-    await settle()
-    assert broker.sent == []  # lingering for company
-    await coalescer.close(timeout=0.05)  # sends them; the confirm does not come in time
-    assert broker.sent[0][0] == ["m1", "m2"]
+    first, waiting = await one_sent_two_waiting(coalescer)
+    assert len(broker.sent) == 1  # 2 and 3 linger for company beside 1
+    await coalescer.close(timeout=0.05)  # sends them; the confirms do not come in time
+    assert broker.sent[1][0] == ["m2", "m3"]
     for task in list(coalescer._sending):
         task.cancel()
-    for task in waiting:
+    for task in [first, *waiting]:
         with pytest.raises(BrokerUnavailable):
             await task
 
