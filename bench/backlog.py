@@ -1,4 +1,6 @@
-"""Publish a backlog through sharevault's own broker client, as the gateway would (no worker)."""
+"""Publish a backlog through sharevault's own broker client and coalescing, as the gateway would
+(no worker): shares published together travel together, as many per message as the gateway's
+settings let gather."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from bench.messages import backlog_identity, sealed_message
 from bench.workload import make_shares
 from sharevault.config import load_settings
 from sharevault.crypto import Keyring
-from sharevault.messages import SHARE_KEY
+from sharevault.service.publishing import CLOSE_WAIT, Coalescer, Route, coalescing_of
 from sharevault.wiring import broker_of
 
 
@@ -28,6 +30,9 @@ async def publish_backlog(count: int, identities: int, run_id: str, version_base
     broker = broker_of(settings, name="bench-backlog")
     async with broker:
         await broker.wait_ready(30)
+        # The live route, as the gateway's while a worker consumes (no detour watch here).
+        route = Route(broker.admin, broker.topology.shares)
+        coalescer = Coalescer(broker.publisher, route, coalescing_of(settings))
 
         async def one(index: int) -> None:
             try:
@@ -35,9 +40,7 @@ async def publish_backlog(count: int, identities: int, run_id: str, version_base
                 message = sealed_message(
                     keyring, identity, shares[index % len(shares)], version_base + index
                 )
-                await broker.publisher.publish(
-                    message.envelope(), routing_key=SHARE_KEY, timeout=30
-                )
+                await coalescer.publish(message, timeout=30)
             except BaseException as exc:
                 failures.append(exc)
                 raise
@@ -54,6 +57,7 @@ async def publish_backlog(count: int, identities: int, run_id: str, version_base
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks, return_exceptions=True)
+        await coalescer.close(CLOSE_WAIT)
         if failures:
             raise RuntimeError(f"backlog publish failed: {type(failures[0]).__name__}")
         return time.monotonic() - t0

@@ -31,7 +31,7 @@ from sharevault.service.commits import CommitWaiter
 from sharevault.service.edge import IN_FLIGHT, InFlight
 from sharevault.service.middleware import gateway_middleware
 from sharevault.service.monitoring import queue_gauges
-from sharevault.service.publishing import CLOSE_WAIT, Coalescer, Coalescing, Route
+from sharevault.service.publishing import CLOSE_WAIT, Coalescer, Route, coalescing_of
 from sharevault.service.ratelimit import RATE_LIMITS, RateLimits
 from sharevault.wiring import broker_of, keyring_of
 
@@ -75,12 +75,7 @@ async def _clock(app: web.Application) -> AsyncIterator[None]:
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    coalescing = Coalescing(
-        linger=settings.publish_linger_ms / 1000,
-        in_flight=settings.publish_in_flight,
-        max_shares=settings.publish_batch,
-        max_bytes=settings.publish_batch_bytes,
-    )
+    coalescing = coalescing_of(settings)
     async with broker_of(settings, name="sharevault-gateway") as broker:
         app[BROKER] = broker
         route = app[ROUTE] = Route(broker.admin, broker.topology.shares)

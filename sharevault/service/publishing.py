@@ -22,10 +22,14 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sharevault.broker import Admin, BrokerUnavailable, Publisher
 from sharevault.messages import BACKLOG_KEY, SHARE_KEY, Envelope, ShareMessage, batch_envelope
 from sharevault.metrics import DETOUR
+
+if TYPE_CHECKING:
+    from sharevault.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,17 @@ class Coalescing:
     in_flight: int = 2  # messages awaiting their confirm before shares wait for one of them
     max_shares: int = 64  # a full batch goes at once, in flight or not
     max_bytes: int = 1024 * 1024
+
+
+def coalescing_of(settings: Settings) -> Coalescing:
+    """The coalescing these settings decide (PUBLISH_LINGER_MS, PUBLISH_IN_FLIGHT, PUBLISH_BATCH,
+    PUBLISH_BATCH_BYTES)."""
+    return Coalescing(
+        linger=settings.publish_linger_ms / 1000,
+        in_flight=settings.publish_in_flight,
+        max_shares=settings.publish_batch,
+        max_bytes=settings.publish_batch_bytes,
+    )
 
 
 @dataclass(frozen=True, slots=True)
