@@ -108,15 +108,15 @@ async def sharevault_drain(ctx: Ctx, count: int, identities: int) -> dict[str, A
         ctx.env.sharevault_env("sv"),
         ctx.logdir,
     ).start()
-    log(f"sharevault backlog: publishing {count:,} messages (no worker)")
+    log(f"sharevault backlog: publishing {count:,} shares (no worker)")
     published, pub_window = await measured(ctx, publisher.result(timeout=3600))
     ready = await settled_pending(ctx, count)
-    log(f"sharevault backlog: {ready:,} ready; starting the worker")
+    log(f"sharevault backlog: {ready:,} messages ready; starting the worker")
     wk = worker(ctx, f"worker-drain-{count}").start()
     ctx.probe.follow_pid("worker", wk.pid)
     threshold = version_base + count - identities
     try:
-        timing, window = await measured(ctx, _watch_drain(ctx, wk, count, identities, threshold))
+        timing, window = await measured(ctx, _watch_drain(ctx, wk, ready, identities, threshold))
     finally:
         ctx.probe.forget("worker")
         await wk.stop()
@@ -141,9 +141,10 @@ async def sharevault_drain(ctx: Ctx, count: int, identities: int) -> dict[str, A
 
 
 async def _watch_drain(
-    ctx: Ctx, wk: Service, count: int, identities: int, threshold: int
+    ctx: Ctx, wk: Service, ready_before: int, identities: int, threshold: int
 ) -> dict[str, float]:
-    """From the worker's start: first delivery (ready drops), then every final version stored."""
+    """From the worker's start: first delivery (ready drops below the `ready_before` messages
+    queued: a message carries up to PUBLISH_BATCH shares), then every final version stored."""
     started = time.monotonic()
     first = 0.0
     async with QueueWatch() as watch:
@@ -153,7 +154,7 @@ async def _watch_drain(
                 wk.check_alive()
                 ready = await pending(watch, ctx.env.prefix)
                 now = time.monotonic()
-                if not first and ready < count:
+                if not first and ready < ready_before:
                     first = now
                 if ready == 0 and await conn.fetchval(sql.FINAL_ROUND, threshold) >= identities:
                     return {
