@@ -133,7 +133,10 @@ def _address_key(request: web.Request) -> str:
 def refuse_if_failing_auth(request: web.Request) -> None:
     """429 before anything else while this address's failed authentications are over its limit."""
     limits = request.app.get(RATE_LIMITS)
-    if limits is not None and limits.auth_failures.full(_address_key(request)):
+    # No address has failed lately (as a rule): then none is over, and its key is not worked out.
+    if limits is None or len(limits.auth_failures) == 0:
+        return
+    if limits.auth_failures.full(_address_key(request)):
         raise limits.auth_failures.refusal(request)
 
 
