@@ -62,7 +62,10 @@ def summarise(
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_LINE.sub(")", f) for f in stack.split(";")]
+        # (--subprocesses roots each stack in a `process <pid>:"<command line>"` frame: not code.)
+        frames = [_LINE.sub(")", f) for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
         total += count
         by_area[area_of(frames[-1])] += count
         self_time[frames[-1]] += count
@@ -118,6 +121,8 @@ async def profile_under_load(
                 "--rate",
                 str(RATE),
                 "--nonblocking",
+                # A gateway of several processes is a supervisor (idle) and its children.
+                "--subprocesses",
                 "--duration",
                 str(round(seconds)),
                 "--format",
