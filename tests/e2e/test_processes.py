@@ -54,6 +54,22 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def listeners_on(port: int) -> int:
+    """Sockets listening on `port` (TCP over IPv4 and IPv6), from /proc/net: with SO_REUSEPORT
+    each gateway process has its own, bound only once its app has started."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                count += 1
+    return count
+
+
 def multiproc_dir(pid: int) -> Path:
     """The metrics directory the supervisor handed to its process `pid`."""
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -104,8 +120,11 @@ async def two_process_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     )
     gateway = Gateway(proc, f"http://127.0.0.1:{port}", log)
     try:
-        # Ready once both processes serve: a fresh connection may land on either.
+        # Ready once both processes serve: a fresh connection may land on either. Each binds its
+        # listener after its start-up, so two listeners on the port mean both can answer (answers
+        # to /readyz alone could all come from the first one up).
         await eventually(lambda: len(children_of(proc.pid)) == 2, timeout=30)
+        await eventually(lambda: listeners_on(port) == 2, timeout=30)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
             for _ in range(300):
                 ready = 0
