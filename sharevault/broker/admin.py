@@ -3,17 +3,18 @@ declared) and the exclusive lock of the DLQ tools."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
 import aiormq
 
-from sharevault.broker.consuming import BrokerUnavailable, unavailable
+from sharevault.broker.consuming import CLOSE_WAIT, BrokerUnavailable, unavailable
 
 if TYPE_CHECKING:
     from sharevault.broker.connection import Broker
 
-_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
+_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError)
 
 
 class Admin:
@@ -38,7 +39,8 @@ class Admin:
         finally:
             if not channel.is_closed:
                 with contextlib.suppress(Exception):
-                    await channel.close()
+                    async with asyncio.timeout(CLOSE_WAIT):
+                        await channel.close()
         return int(declared.message_count or 0), int(declared.consumer_count or 0)
 
     async def queue_depth(self, name: str) -> int:

@@ -22,6 +22,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from sharevault.background import stopped
 from sharevault.broker.admin import Admin
 from sharevault.broker.consuming import (
     CLOSE_WAIT,
@@ -97,8 +98,7 @@ class Broker:
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True
         if self._link_task is not None:
-            self._link_task.cancel()
-            await asyncio.gather(self._link_task, return_exceptions=True)
+            await stopped(self._link_task)
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_WAIT):
@@ -255,7 +255,8 @@ class Broker:
         gateway's queue gauges leaked one per sample while a queue was missing."""
         if self._connection is None or self._connection.transport is None:
             raise BrokerUnavailable("broker not connected")
-        return await self._connection.transport.connection.channel()
+        # aiormq's own deadline on the open: a cancel from outside was seen to be lost there.
+        return await self._connection.transport.connection.channel(timeout=CLOSE_WAIT)
 
     @asynccontextmanager
     async def consuming(self, lanes: Sequence[Lane]) -> AsyncIterator[Consuming]:
