@@ -30,6 +30,7 @@ class LoadResult:
     ryw_checked: int = 0
     ryw_ok: int = 0
     ryw_failed: int = 0
+    ryw_failed_why: dict[str, int] = field(default_factory=dict)  # "status 503", "another share"
     ryw_queued: int = 0  # answered "queued": read-your-writes is not promised then
     driver_cpu_s: float = 0.0
 
@@ -54,7 +55,6 @@ class Driver:
     async def _one(
         self, session: aiohttp.ClientSession, result: LoadResult, started: float, req: Request
     ) -> None:
-        self.busy.add(req.client_id)
         wall = time.time() - (time.monotonic() - started)
         try:
             async with session.post(
@@ -102,6 +102,8 @@ class Driver:
             result.ryw_queued += 1
         else:
             result.ryw_failed += 1
+            why = "another share" if resp.status == 200 else f"status {resp.status}"
+            result.ryw_failed_why[why] = result.ryw_failed_why.get(why, 0) + 1
 
     async def open_loop(self, rate: float, seconds: float) -> LoadResult:
         """Send at `rate` per second whatever the answers do; latency counts from the due time."""

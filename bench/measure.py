@@ -165,6 +165,7 @@ def _load(load: LoadResult) -> dict[str, Any]:
             "checked": load.ryw_checked,
             "ok": load.ryw_ok,
             "failed": load.ryw_failed,
+            "failed_because": load.ryw_failed_why,
             "queued_not_yet_visible": load.ryw_queued,
         },
     }

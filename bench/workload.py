@@ -117,6 +117,17 @@ class Workload:
         self.mode = mode
 
     def next(self, busy: set[str] | None = None) -> Request:
+        """The next request; with `busy` (identities with a request on its way), never one of
+        them, and its own identity added to it (the driver discards it once answered and read
+        back): marked here, not when its task first runs, an open loop running behind time
+        could otherwise start two tasks for one identity, and the first one's read-back would
+        see the second's share."""
+        request = self._next(busy)
+        if busy is not None:
+            busy.add(request.client_id)
+        return request
+
+    def _next(self, busy: set[str] | None) -> Request:
         share = self.rng.choice(self.shares)
         if self.mode == "overwrite":
             # `fresh`: the row's commit time is this request's (the last write of the identity).
