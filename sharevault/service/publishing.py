@@ -4,8 +4,7 @@ Coalescing: shares accepted together travel as one broker message.
 
 Group commit, as databases do it: while `in_flight` messages await their confirm, shares that
 arrive wait and then go together in the next message; while fewer are in flight, they wait up to
-`linger` for company. A quiet gateway (nothing in flight, shares more than a linger apart) sends
-each share at once; a busy one
+`linger` for company. An idle gateway (nothing in flight) sends each share at once; a busy one
 sends bigger batches, as many as arrive during a confirm round trip. Every share waits
 for the confirm of the message that carries it, so a 2xx still means the broker holds the share
 durably; the broker and the worker pay their per-message costs once per batch.
@@ -21,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -117,8 +115,6 @@ class Coalescer:
         self._bytes = 0
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._last_arrival = -math.inf  # on the event loop's clock
-        self._busy = False  # the latest share came within a linger of the one before
 
     async def publish(self, message: ShareMessage, *, timeout: float) -> None:
         """Return once the broker confirmed the message carrying this share; raise as the
@@ -127,9 +123,6 @@ class Coalescer:
         if self._options.max_shares <= 1:
             await self._send_one(envelope, timeout)
             return
-        now = asyncio.get_running_loop().time()
-        self._busy = now - self._last_arrival < self._options.linger
-        self._last_arrival = now
         size = len(envelope.body)
         if self._pending and self._bytes + size > self._options.max_bytes:
             self._flush()
@@ -149,9 +142,9 @@ class Coalescer:
         if len(self._sending) >= self._options.in_flight:
             return
         loop = asyncio.get_running_loop()
-        if self._options.linger > 0 and (self._sending or self._busy):
-            # Company is likely while another message is on its way or shares come faster than
-            # one a linger: a quiet gateway does not make a lone share wait for it.
+        if self._options.linger > 0 and self._sending:
+            # Company is likely only while another message is on its way: an idle gateway
+            # does not make a lone share wait for it.
             self._timer = loop.call_later(self._options.linger, self._flush)
         else:
             # Still gathers the shares accepted in the same pass of the event loop.
@@ -159,8 +152,8 @@ class Coalescer:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
-        if not self._sending and self._pending and not self._busy:
-            self._flush()  # nothing on its way any more and shares come seldom: no company
+        if not self._sending and self._pending:
+            self._flush()  # nothing on its way any more: no company to wait for
         else:
             self._schedule()
 
